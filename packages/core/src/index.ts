@@ -1,1 +1,12 @@
-export {};
+export * from './tensor.js';
+export * from './weights/types.js';
+export * from './weights/safetensors.js';
+export * from './graph/types.js';
+export { GraphBuilder, ONNX_ELEM_TYPE, elemTypeOf, hostScalar } from './graph/builder.js';
+export * as nn from './graph/nn.js';
+export { exportOnnx, type OnnxArtifact, type ExportOptions } from './graph/onnx-export.js';
+export * from './runtime/types.js';
+export { createSession } from './runtime/session.js';
+export { createWorkerSession } from './runtime/worker-session.js';
+export { SessionCache } from './runtime/session-cache.js';
+export { startTsWorker, transferablesOf } from './runtime/worker-thread.js';
