@@ -10,3 +10,8 @@ export { createSession } from './runtime/session.js';
 export { createWorkerSession } from './runtime/worker-session.js';
 export { SessionCache } from './runtime/session-cache.js';
 export { startTsWorker, transferablesOf } from './runtime/worker-thread.js';
+export { openWeights, openWeightFile, findWeightFiles } from './weights/open.js';
+export { openTorchBin } from './weights/torch-bin.js';
+export { openShardedIndex } from './weights/sharded.js';
+export * from './weights/refs.js';
+export { sameTensor } from './weights/compare.js';

@@ -1,5 +1,6 @@
 import type { HostTensor } from '../tensor.js';
 import type { TensorLocation } from '../weights/types.js';
+import type { WeightRef } from '../weights/refs.js';
 import { broadcastShapes, fmt, matmulShape, normAxis, reshapeShape, type Shape } from './shape.js';
 import type { AttrValue, Dim, ElemType, Graph, Initializer, Node, Value } from './types.js';
 
@@ -28,8 +29,30 @@ export class GraphBuilder {
   readonly initializers: Initializer[] = [];
   readonly nodes: Node[] = [];
   private readonly constCache = new Map<string, Value>();
+  private readonly params = new Map<string, Value>();
 
-  constructor(readonly name = 'graph') {}
+  /**
+   * @param trainable names of weights that become graph inputs (fed each training step)
+   *   instead of initializers.
+   */
+  constructor(readonly name = 'graph', readonly trainable: ReadonlySet<string> = new Set()) {}
+
+  /**
+   * The graph value of a weight; the same ref used twice (a shared FFN) is one value.
+   * Trainable weights become inputs, the rest initializers.
+   */
+  param(ref: WeightRef): Value {
+    const hit = this.params.get(ref.name);
+    if (hit) return hit;
+    let v: Value;
+    if (this.trainable.has(ref.name)) v = this.input(ref.name, ref.dtype, ref.shape);
+    else {
+      v = this.value(ref.dtype, ref.shape, ref.name);
+      this.initializers.push({ value: v, data: ref.data });
+    }
+    this.params.set(ref.name, v);
+    return v;
+  }
 
   private value(dtype: ElemType, shape: Shape, name?: string): Value {
     let n = name ?? `t${this.nextId}`;

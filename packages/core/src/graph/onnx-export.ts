@@ -116,7 +116,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): OnnxArtifact
     irVersion: 8,
     producerName: 'mobillama-v',
     opsetImport: [
-      { domain: '', version: opts.opset ?? 17 },
+      { domain: '', version: opts.opset ?? 18 },
       ...(usesMs ? [{ domain: 'com.microsoft', version: opts.msOpset ?? 1 }] : []),
     ],
     graph: {
