@@ -2,3 +2,8 @@ export * from './config.js';
 export * from './weights.js';
 export * from './graph.js';
 export * from './model.js';
+export * from './sampling.js';
+export * from './text-stream.js';
+export * from './generate.js';
+export * from './tokenizer/index.js';
+export * from './text-generator.js';

@@ -1,4 +1,4 @@
-import { createSession, createWorkerSession, exportOnnx, type RunTensor, type Session, type SessionOptions } from '@mobillama/core';
+import { InputError, createSession, createWorkerSession, exportOnnx, type RunTensor, type Session, type SessionOptions } from '@mobillama/core';
 import type { DecoderConfig } from './config.js';
 import { DECODER_IO, buildDecoderGraph } from './graph.js';
 import { loadDecoder, type LoadedDecoder } from './weights.js';
@@ -85,7 +85,7 @@ export class DecoderModel {
     const table = this.loaded.weights.embedTokens.data;
     const out = new Float32Array(ids.length * H);
     ids.forEach((id, i) => {
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`token id ${id} is outside the vocabulary (0..${V - 1})`);
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside the model's vocabulary (0..${V - 1}); does the tokenizer belong to this model?`);
       out.set(table.subarray(id * H, (id + 1) * H), i * H);
     });
     return out;

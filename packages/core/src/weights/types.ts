@@ -45,3 +45,11 @@ export class WeightFileError extends Error {
     this.name = 'WeightFileError';
   }
 }
+
+/** A bad input from the caller (a token id outside the vocabulary, a malformed request). */
+export class InputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InputError';
+  }
+}

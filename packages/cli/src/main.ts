@@ -1,0 +1,28 @@
+import { Command, CommanderError } from 'commander';
+import { registerInspect } from './commands/inspect.js';
+import { registerGenerate } from './commands/generate.js';
+import { exitCodeFor, oneLine } from './errors.js';
+
+const program = new Command();
+program
+  .name('mobillama-v')
+  .description('Run, fine-tune and serve MobiLlama-V vision-language models on the CPU, offline.')
+  .version('0.1.0')
+  .showHelpAfterError(false)
+  .exitOverride();
+
+registerInspect(program);
+registerGenerate(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    // commander already printed help/version/usage errors.
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
+  } else {
+    process.stderr.write(`mobillama-v: ${oneLine(e)}\n`);
+    if (process.env.DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    process.exitCode = exitCodeFor(e);
+  }
+}
