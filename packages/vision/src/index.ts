@@ -1,1 +1,5 @@
-export {};
+export * from './config.js';
+export * from './weights.js';
+export * from './graph.js';
+export * from './preprocess.js';
+export * from './model.js';
