@@ -270,6 +270,104 @@ export class GraphBuilder {
     const shape = x.shape ? x.shape.filter((_, i) => !axes.map((a) => normAxis(a, x.shape!.length)).includes(i)) : null;
     return this.node('Squeeze', [x, this.ints(axes)], {}, { dtype: x.dtype, shape });
   }
+  // ---- primitives added for autodiff ----
+  // Ops the generated backward pass needs (runtime shapes, scatter-adds, comparisons); forward
+  // graphs may use them too. Each has its VJP rule, or is listed as non-differentiable, in
+  // autodiff/vjp-rules.ts.
+
+  /** The runtime shape of `x` as int64 [rank]. */
+  shape(x: Value): Value {
+    return this.node('Shape', [x], {}, { dtype: 'int64', shape: [x.shape ? x.shape.length : null] });
+  }
+
+  /** The number of elements of `x` as an int64 scalar. */
+  size(x: Value): Value {
+    return this.node('Size', [x], {}, { dtype: 'int64', shape: [] });
+  }
+
+  /** The dims held in a shape operand: its contents when constant, else unknown dims of its length. */
+  private shapeOperand(shape: Value): Shape {
+    const init = this.initializers.find((i) => i.value === shape);
+    if (init?.data.kind === 'tensor' && init.data.tensor.dtype === 'I64') return Array.from(init.data.tensor.data as BigInt64Array, Number);
+    const n = shape.shape?.[0];
+    return typeof n === 'number' ? new Array<null>(n).fill(null) : null;
+  }
+
+  /** Broadcasts `x` to the shape held in `shape` (int64 [rank]), numpy-style. */
+  expand(x: Value, shape: Value, staticShape?: Shape): Value {
+    let out: Shape = staticShape ?? null;
+    const t = staticShape === undefined ? this.shapeOperand(shape) : null;
+    if (t && x.shape) {
+      const xs = x.shape;
+      const r = Math.max(t.length, xs.length);
+      out = Array.from({ length: r }, (_, i) => {
+        const d = i - (r - xs.length) >= 0 ? xs[i - (r - xs.length)] : 1;
+        const e = i - (r - t.length) >= 0 ? t[i - (r - t.length)] : 1;
+        return e === 1 ? d : d === 1 ? e : typeof d === 'number' ? d : typeof e === 'number' ? e : null;
+      });
+    }
+    return this.node('Expand', [x, shape], {}, { dtype: x.dtype, shape: out });
+  }
+
+  /** A tensor of the shape held in `shape` (int64 [rank]) filled with `value`. */
+  constantOfShape(shape: Value, value: number, dtype: ElemType, staticShape?: Shape): Value {
+    const out = staticShape ?? this.shapeOperand(shape);
+    const fill = { ...hostScalar(value, dtype), shape: [1] };
+    return this.node('ConstantOfShape', [shape], { value: fill }, { dtype, shape: out });
+  }
+
+  /** Zero padding; `pads` is [begin_0 … begin_{r-1}, end_0 … end_{r-1}], constant or an int64 value. */
+  pad(x: Value, pads: readonly number[] | Value): Value {
+    let shape: Shape = null;
+    if (Array.isArray(pads) && x.shape) {
+      const r = x.shape.length;
+      shape = x.shape.map((d, i) => (typeof d === 'number' ? d + pads[i] + pads[r + i] : null));
+    } else if (x.shape) shape = x.shape.map(() => null);
+    const p = Array.isArray(pads) ? this.ints(pads) : (pads as Value);
+    return this.node('Pad', [x, p], { mode: 'constant' }, { dtype: x.dtype, shape });
+  }
+
+  private compare(op: string, a: Value, b: Value): Value {
+    if (a.dtype !== b.dtype) throw new Error(`${op}: dtypes differ (${a.dtype} vs ${b.dtype})`);
+    return this.node(op, [a, b], {}, { dtype: 'bool', shape: broadcastShapes(a.shape, b.shape) });
+  }
+  equal(a: Value, b: Value): Value { return this.compare('Equal', a, b); }
+  less(a: Value, b: Value): Value { return this.compare('Less', a, b); }
+  greater(a: Value, b: Value): Value { return this.compare('Greater', a, b); }
+  not(x: Value): Value { return this.node('Not', [x], {}, { dtype: 'bool', shape: x.shape }); }
+
+  /** Elementwise minimum / maximum of two broadcastable tensors (ONNX Min / Max). */
+  min(a: Value, b: Value): Value { return this.binary('Min', a, b); }
+  max(a: Value, b: Value): Value { return this.binary('Max', a, b); }
+
+  /** Indices of the non-zero elements, int64 [rank(x), count]. */
+  nonZero(x: Value): Value {
+    return this.node('NonZero', [x], {}, { dtype: 'int64', shape: [x.shape ? x.shape.length : null, null] });
+  }
+
+  /** out[i][j] = x[indices[i][j]][j] for axis 0, and so on (the same rank as `indices`). */
+  gatherElements(x: Value, indices: Value, axis: number): Value {
+    return this.node('GatherElements', [x, indices], { axis }, { dtype: x.dtype, shape: indices.shape });
+  }
+
+  /** The inverse of gatherElements: writes (or, with 'add', accumulates) `updates` into a copy of `data`. */
+  scatterElements(data: Value, indices: Value, updates: Value, axis: number, reduction: 'none' | 'add' = 'none'): Value {
+    return this.node('ScatterElements', [data, indices, updates], { axis, reduction }, { dtype: data.dtype, shape: data.shape });
+  }
+
+  /** Gathers slices x[idx] where idx runs over the last axis of `indices` (batch_dims 0). */
+  gatherND(x: Value, indices: Value): Value {
+    let shape: Shape = null;
+    const k = indices.shape?.[indices.shape.length - 1];
+    if (x.shape && indices.shape && typeof k === 'number') shape = [...indices.shape.slice(0, -1), ...x.shape.slice(k)];
+    return this.node('GatherND', [x, indices], {}, { dtype: x.dtype, shape });
+  }
+
+  /** The inverse of gatherND: writes (or, with 'add', accumulates) `updates` into a copy of `data`. */
+  scatterND(data: Value, indices: Value, updates: Value, reduction: 'none' | 'add' = 'none'): Value {
+    return this.node('ScatterND', [data, indices, updates], { reduction }, { dtype: data.dtype, shape: data.shape });
+  }
+
 }
 
 export const ONNX_ELEM_TYPE: Record<ElemType, number> = {
