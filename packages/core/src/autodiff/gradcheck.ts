@@ -78,7 +78,9 @@ export async function gradcheck(
   g.output(loss, '__loss');
   wrt.forEach((w, i) => g.output(grads.get(w)!, `__grad${i}`));
   const graph = dtype === 'float64' ? toFloat64(g.build()) : g.build();
-  const session = await createSession(exportOnnx(graph), { threads: 1 });
+  // 'basic': ORT's extended fusions can turn float64 subgraphs into float-only contrib ops
+  // (QuickGeluFusion rewrites x·σ(x)), and a checker should run the graph as written anyway.
+  const session = await createSession(exportOnnx(graph), { threads: 1, optimizationLevel: 'basic' });
   try {
     const inputs: Record<string, Float64Array | BigInt64Array> = {};
     const feedOf = (): Feeds => {
