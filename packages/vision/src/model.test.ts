@@ -81,6 +81,20 @@ describe.each([
 });
 
 describe('CLIP vision details', () => {
+  it('encode(images): preprocessing then the tower, one row per image', async () => {
+    const m = await ClipVisionModel.load(`${FIXTURES}clip-tiny`, { threads: 1, aspect: 'pad' });
+    const photo = `${FIXTURES}preprocess/photo.jpg`, small = `${FIXTURES}preprocess/small.png`;
+    const both = await m.encode([photo, small]);
+    expect(both.length).toBe(2 * 16 * 32);
+    const one = await m.encode(small);
+    expect(relErr(one, { dtype: 'F32', shape: [1, 16, 32], data: both.subarray(16 * 32) })).toBeLessThan(1e-5);
+    const px = await m.preprocess(photo);
+    const direct = await m.encodePixels(px, 1);
+    expect(relErr(direct.features, { dtype: 'F32', shape: [1, 16, 32], data: both.subarray(0, 16 * 32) })).toBeLessThan(1e-5);
+    await expect(m.encodePixels(new Float32Array(10), 1)).rejects.toThrow(/expected 1x3x32x32/);
+    await m.dispose();
+  });
+
   it('hidden_states[0] is the pre_layrnorm output (feature layer 0)', async () => {
     const golden = await readAll(`${FIXTURES}clip-tiny/golden.safetensors`);
     const m = await ClipVisionModel.load(`${FIXTURES}clip-tiny`, { threads: 1, featureLayer: 0, featureKind: 'cls_patch' });

@@ -103,10 +103,12 @@ export async function decodeImage(input: ImageInput, opts: PreprocessOptions = {
   const maxPixels = Math.floor(opts.maxPixels ?? DEFAULT_MAX_PIXELS);
   if (!(maxPixels > 0)) throw new RangeError(`maxPixels must be positive (got ${opts.maxPixels})`);
   // failOn 'error': truncated or corrupt data fails (as PIL does), mere warnings do not.
-  const open = () => sharp(bytes, { failOn: 'error', limitInputPixels: maxPixels, pages: 1 });
+  // The header is read without a limit so the refusal below can say what the size is; the
+  // decode itself runs under the limit too.
+  const open = (limit: number | false) => sharp(bytes, { failOn: 'error', limitInputPixels: limit, pages: 1 });
   let meta: sharp.Metadata;
   try {
-    meta = await open().metadata();
+    meta = await open(false).metadata();
   } catch (e) {
     throw new ImageError(`${label}: not a readable image (${(e as Error).message.split('\n')[0]})`);
   }
@@ -117,7 +119,7 @@ export async function decodeImage(input: ImageInput, opts: PreprocessOptions = {
   }
   const bg = opts.background ?? WHITE;
   try {
-    const { data, info } = await open()
+    const { data, info } = await open(maxPixels)
       .rotate() // EXIF orientation
       .flatten({ background: bg })
       .toColourspace('srgb')
