@@ -1,0 +1,484 @@
+/**
+ * Decoder benchmark at MobiLlama-0.5B dims with random fp32 weights in the published
+ * layout (22 identical per-layer FFN copies, two torch .bin shards + index, config.json
+ * claiming 4 KV heads while the weights are MHA).
+ *
+ *   pnpm bench:decoder [--threads 2] [--quick] [--skip-rss-analysis] [--out FILE]
+ *
+ * The checkpoint is generated once into benchmarks/.work/ and reused. Every model load
+ * runs in a child process so its peak RSS (VmHWM) is its own. Measured numbers are set
+ * against bounds measured here too: decode against weight bytes per token / memcpy
+ * bandwidth, prefill against FLOPs / the rate of one ORT fp32 MatMul 512x2048x5632.
+ * The markdown table goes to benchmarks/decoder.md (--quick: benchmarks/.work/) and stdout.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  GraphBuilder, createSession, exportOnnx, memoryWeight, type Graph, type Node as GraphNode, type Value,
+} from '@mobillama/core';
+import { DECODER_IO, TextGenerator, attentionBias, buildDecoderGraph, loadDecoder } from '@mobillama/decoder';
+// Diagnostics build sessions with options core does not expose (prepacking off), so they
+// reach into core's runtime module directly; nothing else in the repo should.
+import { ort } from '../../core/src/runtime/ort.js';
+import { sessionOptions } from '../../core/src/runtime/session.js';
+
+type Tensor = InstanceType<typeof ort.Tensor>;
+type InferenceSession = Awaited<ReturnType<typeof ort.InferenceSession.create>>;
+import { writeRandomDecoderCheckpoint, type RandomDecoderSpec } from '../src/testing/random-checkpoint.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const SCRIPT = fileURLToPath(import.meta.url);
+
+interface Profile {
+  readonly name: string;
+  readonly spec: RandomDecoderSpec;
+  readonly cacheDir: string;
+  readonly out: string;
+  readonly promptTokens: number;
+  readonly newTokens: number;
+  /** Bytes per memcpy pass. */
+  readonly memcpyBytes: number;
+  /** Variant probe: prompt and decode steps. */
+  readonly probePrompt: number;
+  readonly probeSteps: number;
+}
+
+const REAL: Profile = {
+  name: 'MobiLlama-0.5B dims',
+  spec: {
+    hidden: 2048, layers: 22, heads: 32, kvHeads: 32, intermediate: 5632, vocab: 32000, configKvHeadsTrap: 4,
+    ffnLayout: 'per-layer-copies', format: 'bin', dtype: 'F32', seed: 0, shards: 2,
+  },
+  cacheDir: join(ROOT, 'benchmarks/.work/mobillama-05b-random'),
+  out: join(ROOT, 'benchmarks/decoder.md'),
+  promptTokens: 512, newTokens: 128, memcpyBytes: 1 << 30, probePrompt: 32, probeSteps: 16,
+};
+
+const QUICK: Profile = {
+  name: 'tiny dims (--quick smoke test)',
+  spec: {
+    hidden: 128, layers: 4, heads: 4, kvHeads: 4, intermediate: 352, vocab: 32000, configKvHeadsTrap: 2,
+    ffnLayout: 'per-layer-copies', format: 'bin', dtype: 'F32', seed: 0, shards: 2,
+  },
+  cacheDir: join(ROOT, 'benchmarks/.work/mobillama-tiny-random'),
+  out: join(ROOT, 'benchmarks/.work/decoder.quick.md'),
+  promptTokens: 64, newTokens: 16, memcpyBytes: 64 << 20, probePrompt: 8, probeSteps: 4,
+};
+
+// ---------------------------------------------------------------- memory probes
+
+interface MemStatus {
+  /** Peak resident set (VmHWM), bytes. */
+  readonly hwm: number;
+  readonly rss: number;
+  readonly anon: number;
+  readonly file: number;
+}
+
+function memStatus(): MemStatus {
+  const text = readFileSync('/proc/self/status', 'utf8');
+  const kb = (key: string): number => {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+    return m ? Number(m[1]) * 1024 : NaN;
+  };
+  return { hwm: kb('VmHWM'), rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+// ---------------------------------------------------------------- child: full generation run
+
+interface GenerateResult {
+  readonly loadMs: number;
+  readonly afterLoad: MemStatus;
+  readonly atEnd: MemStatus;
+  readonly maxRssBytes: number;
+  readonly promptTokens: number;
+  readonly newTokens: number;
+  readonly prefillTokS: number;
+  readonly decodeTokS: number;
+  readonly ttftMs: number;
+  readonly ffnOfLayer: readonly number[];
+  readonly numKvHeads: number;
+}
+
+/** A seeded prompt: BOS then ids in [3, vocab). */
+function promptIds(n: number, vocab: number): number[] {
+  let x = 12345;
+  const ids = [1];
+  while (ids.length < n) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    ids.push(3 + (x % (vocab - 3)));
+  }
+  return ids;
+}
+
+async function childGenerate(dir: string, threads: number, prompt: number, newTokens: number): Promise<GenerateResult> {
+  const t0 = performance.now();
+  const gen = await TextGenerator.fromPretrained(dir, { threads });
+  const loadMs = performance.now() - t0;
+  const afterLoad = memStatus();
+  const vocab = gen.model.config.vocabSize;
+  // A short warm-up so the measured run is steady state, not ORT's first-run allocations.
+  await gen.generate(promptIds(8, vocab), { maxNewTokens: 2, ignoreEos: true });
+  const r = await gen.generate(promptIds(prompt, vocab), { maxNewTokens: newTokens, ignoreEos: true, temperature: 0 });
+  const atEnd = memStatus();
+  const { ffnOfLayer, numKvHeads } = gen.model.config;
+  await gen.dispose();
+  return {
+    loadMs, afterLoad, atEnd, maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    promptTokens: r.timings.promptTokens, newTokens: r.tokens.length,
+    prefillTokS: r.timings.prefillTokS, decodeTokS: r.timings.decodeTokS, ttftMs: r.timings.ttftMs,
+    ffnOfLayer, numKvHeads,
+  };
+}
+
+// ---------------------------------------------------------------- child: memory variants
+
+/**
+ * Session variants that locate the load-time memory: each builds the same decoder graph
+ * (optionally rewritten) and creates the session with other options.
+ */
+const VARIANTS = {
+  'loader-only': 'loadDecoder() only: our loader (embeddings in memory, FFN sharing check), no ORT session',
+  default: 'as DecoderModel.load: MatMul(x, Transpose(W)), optimization level all, prepacking on',
+  'no-prepack': 'same graph, session.disable_prepacking=1',
+  'opt-disabled': 'same graph, graph optimizations disabled (no constant folding: Transpose runs every step)',
+  'fused-transB': 'graph rewritten: FusedMatMul(x, W, transB=1) (com.microsoft), no Transpose node',
+  'fused-transB-no-prepack': 'FusedMatMul(transB=1) and session.disable_prepacking=1',
+} as const;
+type Variant = keyof typeof VARIANTS;
+
+interface VariantResult {
+  readonly variant: Variant;
+  readonly afterLoader: MemStatus;
+  readonly afterSession?: MemStatus;
+  readonly atEnd?: MemStatus;
+  readonly sessionMs?: number;
+  readonly prefillMs?: number;
+  readonly decodeMsPerToken?: number;
+}
+
+/** Replace `MatMul(x, Transpose(W, [1, 0]))` of an initializer W by `FusedMatMul(x, W, transB=1)`. */
+function fuseTransposedWeights(graph: Graph): Graph {
+  const inits = new Set(graph.initializers.map((i) => i.value.id));
+  const transposed = new Map<number, Value>(); // transpose output id -> weight
+  for (const n of graph.nodes) {
+    const input = n.inputs[0];
+    const perm = n.attrs.perm;
+    if (n.op === 'Transpose' && input && inits.has(input.id) && Array.isArray(perm) && perm.join() === '1,0') transposed.set(n.outputs[0].id, input);
+  }
+  const usedElsewhere = new Set<number>();
+  for (const n of graph.nodes) {
+    n.inputs.forEach((v, i) => { if (v && transposed.has(v.id) && !(n.op === 'MatMul' && i === 1)) usedElsewhere.add(v.id); });
+  }
+  for (const o of graph.outputs) usedElsewhere.add(o.id);
+  const nodes: GraphNode[] = [];
+  for (const n of graph.nodes) {
+    if (n.op === 'Transpose' && transposed.has(n.outputs[0].id) && !usedElsewhere.has(n.outputs[0].id)) continue;
+    const b = n.inputs[1];
+    if (n.op === 'MatMul' && b && transposed.has(b.id) && !usedElsewhere.has(b.id)) {
+      nodes.push({ op: 'FusedMatMul', domain: 'com.microsoft', inputs: [n.inputs[0], transposed.get(b.id)!], outputs: n.outputs, attrs: { transB: 1, alpha: { float: 1 } } });
+    } else nodes.push(n);
+  }
+  return { ...graph, nodes };
+}
+
+async function childVariant(dir: string, threads: number, variant: Variant, prompt: number, steps: number): Promise<VariantResult> {
+  const loaded = await loadDecoder(dir);
+  const afterLoader = memStatus();
+  if (variant === 'loader-only') return { variant, afterLoader };
+  let graph = buildDecoderGraph(loaded.config, loaded.weights);
+  if (variant.startsWith('fused-transB')) graph = fuseTransposedWeights(graph);
+  const artifact = exportOnnx(graph);
+  const base = sessionOptions(artifact, { threads, optimizationLevel: variant === 'opt-disabled' ? 'disabled' : 'all' });
+  const extraSession = { ...(base.extra as { session: Record<string, string> }).session };
+  if (variant.endsWith('no-prepack')) extraSession['session.disable_prepacking'] = '1';
+  const t0 = performance.now();
+  const session: InferenceSession = await ort.InferenceSession.create(artifact.model, { ...base, extra: { session: extraSession } });
+  const sessionMs = performance.now() - t0;
+  const afterSession = memStatus();
+
+  // The forward pass of DecoderModel, on this session: prefill, then greedy decode steps.
+  const { hiddenSize: H, numLayers: L, numKvHeads: KV, headDim: D, vocabSize: V } = loaded.config;
+  const io = DECODER_IO;
+  const table = loaded.weights.embedTokens.data;
+  const f32 = (data: Float32Array, dims: number[]): Tensor => new ort.Tensor('float32', data, dims);
+  const i64 = (xs: number[], dims: number[]): Tensor => new ort.Tensor('int64', BigInt64Array.from(xs, BigInt), dims);
+  let keys: Tensor[] = Array.from({ length: L }, () => f32(new Float32Array(0), [1, KV, 0, D]));
+  let values = keys;
+  let past = 0;
+  const step = async (ids: number[]): Promise<number> => {
+    const T = ids.length;
+    const embeds = new Float32Array(T * H);
+    ids.forEach((id, i) => embeds.set(table.subarray(id * H, (id + 1) * H), i * H));
+    const feeds: Record<string, Tensor> = {
+      [io.embeds]: f32(embeds, [1, T, H]),
+      [io.positions]: i64(ids.map((_, i) => past + i), [1, T]),
+      [io.bias]: f32(attentionBias([new Array<number>(past + T).fill(1)], past, T), [1, 1, T, past + T]),
+      [io.logitsIndex]: i64([T - 1], [1]),
+    };
+    for (let i = 0; i < L; i++) { feeds[io.pastKey(i)] = keys[i]; feeds[io.pastValue(i)] = values[i]; }
+    const out = await session.run(feeds);
+    keys = Array.from({ length: L }, (_, i) => out[io.presentKey(i)]);
+    values = Array.from({ length: L }, (_, i) => out[io.presentValue(i)]);
+    past += T;
+    const logits = out[io.logits].data as Float32Array;
+    let best = 0;
+    for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
+    return best;
+  };
+  const t1 = performance.now();
+  let token = await step(promptIds(prompt, V));
+  const t2 = performance.now();
+  for (let s = 0; s < steps; s++) token = await step([token]);
+  const t3 = performance.now();
+  const atEnd = memStatus();
+  await session.release();
+  await loaded.source.close();
+  return { variant, afterLoader, afterSession, atEnd, sessionMs, prefillMs: t2 - t1, decodeMsPerToken: (t3 - t2) / steps };
+}
+
+// ---------------------------------------------------------------- parent: bounds
+
+/** memcpy bandwidth: bytes copied per second by Buffer.copy of a large buffer (best of 5). */
+function measureMemcpy(bytes: number): number {
+  const src = Buffer.alloc(bytes, 1), dst = Buffer.alloc(bytes, 2); // touched: no page faults timed
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) {
+    const t0 = performance.now();
+    src.copy(dst);
+    const t = performance.now() - t0;
+    if (i > 0) best = Math.min(best, t);
+  }
+  return bytes / (best / 1000);
+}
+
+interface GemmRate { readonly m: number; readonly k: number; readonly n: number; readonly ms: number; readonly gflops: number }
+
+/** Median time of an fp32 MatMul [m, k] x [k, n] with a constant weight, as the decoder runs it. */
+async function measureGemm(m: number, k: number, n: number, threads: number): Promise<GemmRate> {
+  const g = new GraphBuilder('gemm');
+  const x = g.input('x', 'float32', [m, k]);
+  const wData = new Float32Array(k * n).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+  g.output(g.matmul(x, g.param(memoryWeight('w', { dtype: 'F32', shape: [k, n], data: wData }))), 'y');
+  const session = await createSession(exportOnnx(g.build()), { threads });
+  const feeds = { x: { dtype: 'float32' as const, dims: [m, k], data: new Float32Array(m * k).fill(0.01) } };
+  const times: number[] = [];
+  const reps = m === 1 ? 30 : 7;
+  for (let i = 0; i < reps + 2; i++) {
+    const t0 = performance.now();
+    await session.run(feeds);
+    if (i >= 2) times.push(performance.now() - t0);
+  }
+  await session.release();
+  times.sort((a, b) => a - b);
+  const ms = times[times.length >> 1];
+  return { m, k, n, ms, gflops: (2 * m * k * n) / (ms / 1000) / 1e9 };
+}
+
+// ---------------------------------------------------------------- parent: checkpoint, children
+
+async function ensureCheckpoint(p: Profile): Promise<{ reused: boolean; seconds: number; fileBytes: number; uniqueWeightBytes: number }> {
+  const stampPath = `${p.cacheDir}.stamp.json`;
+  const want = JSON.stringify(p.spec);
+  if (existsSync(stampPath)) {
+    const stamp = JSON.parse(readFileSync(stampPath, 'utf8')) as { spec: string; files: Record<string, number>; uniqueWeightBytes: number; seconds: number };
+    const complete = stamp.spec === want && Object.entries(stamp.files).every(([f, size]) => existsSync(join(p.cacheDir, f)) && statSync(join(p.cacheDir, f)).size === size);
+    if (complete) {
+      const fileBytes = Object.values(stamp.files).reduce((a, b) => a + b, 0);
+      return { reused: true, seconds: stamp.seconds, fileBytes, uniqueWeightBytes: stamp.uniqueWeightBytes };
+    }
+  }
+  await rm(p.cacheDir, { recursive: true, force: true });
+  await rm(stampPath, { force: true });
+  process.stderr.write(`generating ${p.cacheDir} ...\n`);
+  const t0 = performance.now();
+  const info = await writeRandomDecoderCheckpoint(p.cacheDir, p.spec);
+  const seconds = (performance.now() - t0) / 1000;
+  const files = Object.fromEntries(info.files.map((f) => [f, statSync(join(p.cacheDir, f)).size]));
+  // The stamp is written last, beside the folder (which holds only the checkpoint).
+  await writeFile(stampPath, `${JSON.stringify({ spec: want, files, uniqueWeightBytes: info.uniqueWeightBytes, seconds }, null, 1)}\n`);
+  return { reused: false, seconds, fileBytes: info.fileBytes, uniqueWeightBytes: info.uniqueWeightBytes };
+}
+
+type ChildJob =
+  | { kind: 'generate'; dir: string; threads: number; prompt: number; newTokens: number }
+  | { kind: 'variant'; dir: string; threads: number; variant: Variant; prompt: number; steps: number };
+
+/** Run a job in a fresh Node process (same tsx loader) and return its result line. */
+function runChild<T>(job: ChildJob): Promise<T> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, SCRIPT, '--child', JSON.stringify(job)], {
+      stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
+      if (code !== 0 || !line) reject(new Error(`benchmark child (${job.kind}) exited with ${code}`));
+      else resolvePromise(JSON.parse(line.slice('BENCH_RESULT '.length)) as T);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- report
+
+const GB = 1e9;
+const fmtGB = (b: number | undefined): string => (b === undefined || Number.isNaN(b) ? '–' : `${(b / GB).toFixed(2)} GB`);
+const fix = (x: number | undefined, d = 1): string => (x === undefined ? '–' : x.toFixed(d));
+
+function cpuModel(): string {
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const model = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? 'unknown';
+    const avx512 = /^flags\s*:.*\bavx512f\b/m.test(info);
+    return `${model}${avx512 ? ' (AVX-512)' : ''}`;
+  } catch {
+    return cpus()[0]?.model ?? 'unknown';
+  }
+}
+
+interface Report {
+  readonly profile: Profile;
+  readonly threads: number;
+  readonly ckpt: Awaited<ReturnType<typeof ensureCheckpoint>>;
+  readonly memcpy: number;
+  readonly gemm: GemmRate;
+  readonly gemv: GemmRate;
+  readonly gen: GenerateResult;
+  readonly variants: readonly VariantResult[];
+}
+
+function render(r: Report): string {
+  const s = r.profile.spec;
+  const H = s.hidden, I = s.intermediate, L = s.layers, V = s.vocab, D = H / s.heads;
+  const attnParams = H * s.heads * D + 2 * H * s.kvHeads * D + s.heads * D * H;
+  const ffnParams = 3 * H * I;
+  const normParams = (2 * L + 1) * H;
+  // Bytes of weights a decode step reads: every layer's attention, the FFN, lm_head, norms (fp32 in ORT).
+  const uniqueBytes = 4 * (L * attnParams + ffnParams + V * H + normParams);
+  const streamedBytes = 4 * (L * attnParams + L * ffnParams + V * H + normParams);
+  const decodeBound = r.memcpy / uniqueBytes;
+  const decodeBoundStreamed = r.memcpy / streamedBytes;
+  const T = r.gen.promptTokens;
+  // Prefill FLOPs: all projections for T rows, full T x T attention scores and mix (the
+  // graph computes them all, masked), lm_head for the last row only.
+  const flops = 2 * T * L * (attnParams + ffnParams) + 4 * T * T * s.heads * D * L + 2 * H * V;
+  const prefillBound = T / (flops / (r.gemm.gflops * 1e9));
+  const pct = (x: number, b: number): string => `${((100 * x) / b).toFixed(0)}%`;
+  const g = r.gen;
+  const lines = [
+    `# Decoder benchmark: ${r.profile.name}, random fp32 weights`,
+    '',
+    `Generated by \`pnpm bench:decoder${r.profile === QUICK ? ' --quick' : ''} --threads ${r.threads}\` on ${new Date().toISOString().slice(0, 10)}.`,
+    '',
+    `- Machine: ${cpuModel()}, ${cpus().length} cores, ${(readMemTotal() / 2 ** 30).toFixed(0)} GiB RAM; ${r.threads} ORT threads`,
+    `- Node ${process.version}, onnxruntime-node ${ort.env.versions.node ?? '?'}`,
+    `- Model: hidden ${H}, ${L} layers, ${s.heads} heads (head_dim ${D}), KV heads ${s.kvHeads} in the weights / ${s.configKvHeadsTrap ?? s.kvHeads} in config.json, intermediate ${I}, vocab ${V}; ` +
+      `loaded as ${g.numKvHeads} KV heads, FFN groups [${[...new Set(g.ffnOfLayer)].join(',')}] (one shared FFN: ${g.ffnOfLayer.every((x) => x === 0)})`,
+    `- Checkpoint: ${s.ffnLayout} FFN, ${s.shards ?? 1} torch .bin shard(s) + index, ${fmtGB(r.ckpt.fileBytes)} on disk, ${fmtGB(r.ckpt.uniqueWeightBytes)} unique weights; ` +
+      `${r.ckpt.reused ? `reused (generated earlier in ${r.ckpt.seconds.toFixed(0)} s)` : `generated in ${r.ckpt.seconds.toFixed(0)} s`}`,
+    '',
+    '| metric | measured | bound | of bound |',
+    '|---|---|---|---|',
+    `| load time (config, weights, sharing check, ORT session) | ${(g.loadMs / 1000).toFixed(1)} s | | |`,
+    `| peak RSS after load (VmHWM) | ${fmtGB(g.afterLoad.hwm)} | unique fp32 weights ${fmtGB(uniqueBytes + 4 * V * H)} (with embeddings) | ${pct(g.afterLoad.hwm, uniqueBytes + 4 * V * H)} |`,
+    `| peak RSS at end of run (VmHWM) | ${fmtGB(g.atEnd.hwm)} | | |`,
+    `| RSS after load: anon / file-backed | ${fmtGB(g.afterLoad.anon)} / ${fmtGB(g.afterLoad.file)} | | |`,
+    `| prefill, ${T}-token prompt | ${fix(g.prefillTokS)} tok/s | ${fix(prefillBound)} tok/s (${(flops / 1e9).toFixed(0)} GFLOP / ${fix(r.gemm.gflops)} GFLOP/s) | ${pct(g.prefillTokS, prefillBound)} |`,
+    `| time to first token (${T}-token prompt) | ${fix(g.ttftMs, 0)} ms | ${fix((1000 * T) / prefillBound, 0)} ms | |`,
+    `| decode, ${g.newTokens} new tokens (EOS ignored) | ${fix(g.decodeTokS, 2)} tok/s | ${fix(decodeBound, 2)} tok/s (${fmtGB(uniqueBytes)} unique weight bytes/token / ${fix(r.memcpy / GB)} GB/s) | ${pct(g.decodeTokS, decodeBound)} |`,
+    `| decode bound if the shared FFN is re-read from DRAM by every layer | | ${fix(decodeBoundStreamed, 2)} tok/s (${fmtGB(streamedBytes)}/token) | ${pct(g.decodeTokS, decodeBoundStreamed)} |`,
+    '',
+    'Measured here for the bounds:',
+    '',
+    '| kernel | time | rate |',
+    '|---|---|---|',
+    `| memcpy (Buffer.copy, ${fmtGB(r.profile.memcpyBytes)}, best of 5) | ${fix((1000 * r.profile.memcpyBytes) / r.memcpy, 1)} ms | ${fix(r.memcpy / GB)} GB/s |`,
+    `| ORT MatMul fp32 ${r.gemm.m}x${r.gemm.k}x${r.gemm.n}, constant weight (median) | ${fix(r.gemm.ms, 1)} ms | ${fix(r.gemm.gflops)} GFLOP/s |`,
+    `| ORT MatMul fp32 ${r.gemv.m}x${r.gemv.k}x${r.gemv.n} (decode-shaped, median) | ${fix(r.gemv.ms, 2)} ms | ${fix(r.gemv.gflops)} GFLOP/s, ${fix((4 * r.gemv.k * r.gemv.n) / (r.gemv.ms / 1000) / GB)} GB/s of weights |`,
+  ];
+  if (r.variants.length) {
+    lines.push(
+      '',
+      `Load-time memory by session variant (each in a fresh process; VmHWM = peak RSS so far; decode = ${r.profile.probeSteps} greedy steps after a ${r.profile.probePrompt}-token prompt):`,
+      '',
+      '| variant | HWM after loader | HWM after session | RSS after session (anon / file) | HWM at end | session create | decode ms/token |',
+      '|---|---|---|---|---|---|---|',
+      ...r.variants.map((v) => `| ${v.variant} | ${fmtGB(v.afterLoader.hwm)} | ${fmtGB(v.afterSession?.hwm)} | ${v.afterSession ? `${fmtGB(v.afterSession.anon)} / ${fmtGB(v.afterSession.file)}` : '–'} | ${fmtGB(v.atEnd?.hwm)} | ${v.sessionMs === undefined ? '–' : `${(v.sessionMs / 1000).toFixed(1)} s`} | ${fix(v.decodeMsPerToken, 1)} |`),
+      '',
+      ...r.variants.map((v) => `- ${v.variant}: ${VARIANTS[v.variant]}`),
+    );
+  }
+  lines.push(
+    '',
+    'Bounds: decode = weight bytes read per token (every layer\'s attention, the shared FFN once, lm_head, norms; fp32) / memcpy bandwidth; ' +
+      'prefill = FLOPs (projections for every prompt row, full masked T×T attention, lm_head for the last row) / the measured MatMul rate. ' +
+      'Prefill and decode come from one generate() call after a short warm-up, in a child process whose peak RSS is its own.',
+    '',
+  );
+  return lines.join('\n');
+}
+
+function readMemTotal(): number {
+  const m = /^MemTotal:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      threads: { type: 'string', default: '2' },
+      out: { type: 'string' },
+      'skip-rss-analysis': { type: 'boolean', default: false },
+      child: { type: 'string' },
+    },
+  });
+  if (values.child) {
+    const job = JSON.parse(values.child) as ChildJob;
+    const result = job.kind === 'generate'
+      ? await childGenerate(job.dir, job.threads, job.prompt, job.newTokens)
+      : await childVariant(job.dir, job.threads, job.variant, job.prompt, job.steps);
+    process.stdout.write(`BENCH_RESULT ${JSON.stringify(result)}\n`);
+    return;
+  }
+  const profile = values.quick ? QUICK : REAL;
+  const threads = Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${values.threads}`);
+  const log = (m: string): void => { process.stderr.write(`[bench:decoder] ${m}\n`); };
+
+  const ckpt = await ensureCheckpoint(profile);
+  log(`checkpoint ${ckpt.reused ? 'reused' : `generated in ${ckpt.seconds.toFixed(1)} s`}: ${fmtGB(ckpt.fileBytes)}`);
+  const memcpy = measureMemcpy(profile.memcpyBytes);
+  log(`memcpy ${fix(memcpy / GB)} GB/s`);
+  const { hidden: H, intermediate: I } = profile.spec;
+  const gemm = await measureGemm(profile.promptTokens, H, I, threads);
+  const gemv = await measureGemm(1, H, I, threads);
+  log(`MatMul ${gemm.m}x${H}x${I}: ${fix(gemm.ms)} ms (${fix(gemm.gflops)} GFLOP/s); M=1: ${fix(gemv.ms, 2)} ms`);
+
+  const gen = await runChild<GenerateResult>({ kind: 'generate', dir: profile.cacheDir, threads, prompt: profile.promptTokens, newTokens: profile.newTokens });
+  log(`load ${fix(gen.loadMs / 1000)} s, HWM ${fmtGB(gen.atEnd.hwm)}, prefill ${fix(gen.prefillTokS)} tok/s, decode ${fix(gen.decodeTokS, 2)} tok/s`);
+  const variants: VariantResult[] = [];
+  if (!values['skip-rss-analysis']) {
+    for (const variant of Object.keys(VARIANTS) as Variant[]) {
+      const v = await runChild<VariantResult>({ kind: 'variant', dir: profile.cacheDir, threads, variant, prompt: profile.probePrompt, steps: profile.probeSteps });
+      log(`${variant}: HWM ${fmtGB(v.atEnd?.hwm ?? v.afterLoader.hwm)}, decode ${fix(v.decodeMsPerToken)} ms/token`);
+      variants.push(v);
+    }
+  }
+  const md = render({ profile, threads, ckpt, memcpy, gemm, gemv, gen, variants });
+  const out = values.out ? resolve(values.out) : profile.out;
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, md);
+  process.stdout.write(`${md}\n(written to ${out})\n`);
+}
+
+await main();
