@@ -1,1 +1,4 @@
-export {};
+export * from './config.js';
+export * from './weights.js';
+export * from './graph.js';
+export * from './model.js';
