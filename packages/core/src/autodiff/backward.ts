@@ -1,6 +1,7 @@
 import type { GraphBuilder } from '../graph/builder.js';
 import type { Node, Value } from '../graph/types.js';
 import { constIntsReader, filled, isFloat, staticDims, zerosLike } from './grad-ops.js';
+import { soundShapes } from './sound-shapes.js';
 import { NON_DIFFERENTIABLE, VJP_RULES, type VjpRule } from './vjp-rules.js';
 
 export interface BackwardOptions {
@@ -39,6 +40,16 @@ export function addBackward(
   for (const w of wrt) if (!isFloat(w)) throw new Error(`autodiff: cannot differentiate with respect to ${w.name} (${w.dtype})`);
   const nodes = g.nodes.slice(); // the forward graph; rules append after it
   const constInts = constIntsReader(g);
+  // Rules see each node through values carrying re-inferred shapes (same ids and names, so
+  // the emitted graph is unchanged); see sound-shapes.ts for why metadata is not enough.
+  const fixed = soundShapes(nodes);
+  const views = new Map<number, Value>();
+  const view = (v: Value | null): Value | null => {
+    if (!v || !fixed.has(v.id)) return v;
+    let w = views.get(v.id);
+    if (!w) views.set(v.id, (w = { ...v, shape: fixed.get(v.id)! }));
+    return w;
+  };
 
   // Values that depend on a wrt value through float paths (the only ones that get cotangents).
   const live = new Set<number>(wrt.map((w) => w.id));
@@ -72,7 +83,8 @@ export function addBackward(
         ? 'is a fused contrib op (lower the model to primitive ops for training)' : 'has no gradient rule';
       throw new Error(`autodiff: ${key} (output ${node.outputs[0].name}) ${why}`);
     }
-    const grads = rule({ g, node, cotangents, needs, constInts });
+    const seen: Node = { ...node, inputs: node.inputs.map(view), outputs: node.outputs.map((o) => view(o)!) };
+    const grads = rule({ g, node: seen, cotangents, needs, constInts });
     node.inputs.forEach((v, j) => {
       const gr = grads[j];
       if (v && needs[j] && gr) accumulate(v, gr);

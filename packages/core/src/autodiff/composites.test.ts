@@ -60,6 +60,19 @@ describe('composite layers against float64 finite differences', () => {
     });
   });
 
+  it('nn.attention, grouped-query, with dynamic batch and sequence dims and a fed causal bias', async () => {
+    const T = 3, D = 4;
+    const bias = new Array<number>(T * T).fill(0).map((_, i) => (i % T > Math.floor(i / T) ? -1e30 : 0));
+    await expectGradOk({
+      inputs: {
+        q: { dims: [2, 4, T, D], decl: ['b', 4, 't', D] }, k: { dims: [2, 2, T, D], decl: ['b', 2, 't', D] },
+        v: { dims: [2, 2, T, D], decl: ['b', 2, 't', D] }, bias: { dims: [1, 1, T, T], decl: [1, 1, 't', 't'], data: bias },
+      },
+      wrt: ['q', 'k', 'v'],
+      body: (g, v) => nn.attention(g, v.q, v.k, v.v, v.bias, { heads: 4, kvHeads: 2, headDim: D }),
+    });
+  });
+
   it('a GQA attention block: projections, RoPE, causal attention, output projection', async () => {
     const B = 2, T = 3, E = 8, heads = 4, kvHeads = 2, D = 2;
     await expectGradOk({

@@ -131,6 +131,12 @@ const CASES: Record<string, OpCase> = {
     inputs: { x: { dims: [2, 3, 4], decl: ['b', 't', 4] } },
     body: (g, v) => g.gather(g.reduceMean(g.reshape(v.x, [0, -1]), [-1], false), i64(g, [1, 0, 1], [3]), 0),
   },
+  // The builder's metadata says [b,1,4] for a [b,?,4]·scalar product (an unknown dim read as 1);
+  // summing the cotangent over that "broadcast" axis would be wrong.
+  'dynamic: an unknown dim the builder reports as 1': {
+    inputs: { x: { dims: [2, 3, 4], decl: ['b', 't', 4] }, c: { dims: [1, 3, 4], decl: [1, 't', 4] } },
+    body: (g, v) => g.add(g.mul(g.reshape(v.x, [0, -1, 4]), g.scalar(2)), v.c),
+  },
   'dynamic: gather along axis 1': {
     inputs: { x: { dims: [2, 3, 4], decl: ['b', 't', 4] } }, body: (g, v) => g.gather(v.x, i64(g, [2, 0, 2], [3]), 1),
   },

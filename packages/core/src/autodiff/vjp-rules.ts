@@ -13,6 +13,7 @@ import {
 
 export interface VjpContext {
   readonly g: GraphBuilder;
+  /** The forward node; its values carry sound static shapes (see sound-shapes.ts). */
   readonly node: Node;
   /** Cotangents of the node's outputs; null for an output that does not reach the loss. */
   readonly cotangents: readonly (Value | null)[];
@@ -45,11 +46,8 @@ function input(ctx: VjpContext, i: number): Value {
 function out(ctx: VjpContext): Value {
   return ctx.node.outputs[0];
 }
-const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Min', 'Max', 'Where']);
-
-/** The forward output's shape; for broadcasting ops recomputed soundly from the inputs' shapes. */
+/** The forward output's shape (re-inferred by the backward pass, so a static 1 is a true 1). */
 function outShape(ctx: VjpContext): Shape {
-  if (BROADCASTING.has(ctx.node.op)) return broadcastSound(...ctx.node.inputs.map((v) => v?.shape ?? null));
   return out(ctx).shape;
 }
 function scalar(ctx: VjpContext, x: number, like: Value): Value {

@@ -270,6 +270,7 @@ export class GraphBuilder {
     const shape = x.shape ? x.shape.filter((_, i) => !axes.map((a) => normAxis(a, x.shape!.length)).includes(i)) : null;
     return this.node('Squeeze', [x, this.ints(axes)], {}, { dtype: x.dtype, shape });
   }
+
   // ---- primitives added for autodiff ----
   // Ops the generated backward pass needs (runtime shapes, scatter-adds, comparisons); forward
   // graphs may use them too. Each has its VJP rule, or is listed as non-differentiable, in
