@@ -428,6 +428,10 @@ function sliceVjp(c: VjpContext): Value {
   return dx;
 }
 
+// Why ScatterND (reduction 'add', opset 16+; ORT has float and double kernels): for an
+// embedding lookup the indices stay [N, 1] and whole rows are added, repeated ids accumulating.
+// ScatterElements would need the indices expanded to the full [N, D] update shape, and a
+// one-hot MatMul would cost N·V·D multiply-adds and an N×V matrix.
 function gatherVjp(c: VjpContext): Value {
   const { g } = c;
   const x = input(c, 0);
