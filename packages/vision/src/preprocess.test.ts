@@ -204,6 +204,12 @@ describe('errors are one-line ImageErrors', () => {
     await oneLine(decodeImage(corrupt), /cannot decode|not a readable image/);
   });
 
+  it('formats other than the raster ones listed are refused (SVG)', async () => {
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="4" fill="red"/></svg>');
+    expect((await sharp(svg).metadata()).format).toBe('svg');
+    await oneLine(decodeImage(svg), /svg images are not accepted/);
+  });
+
   it('missing files and bad data: URLs', async () => {
     await oneLine(decodeImage('/nonexistent/dir/cat.jpg'), /^cannot read image \/nonexistent\/dir\/cat\.jpg: ENOENT$/);
     await oneLine(decodeImage('data:image/png;base64'), /no comma/);

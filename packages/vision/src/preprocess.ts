@@ -92,6 +92,9 @@ export async function imageBytes(input: ImageInput): Promise<Buffer> {
   return bytes;
 }
 
+/** Raster formats read (AVIF is 'heif' to libvips). SVG and others sharp could open are refused: less parser surface for untrusted uploads. */
+const ACCEPTED_FORMATS = new Set<string>(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif']);
+
 /**
  * Decodes to 8-bit sRGB: EXIF orientation applied, alpha composited on `background`,
  * greyscale/CMYK/16-bit converted, first frame only. The pixel count is checked from the
@@ -111,6 +114,9 @@ export async function decodeImage(input: ImageInput, opts: PreprocessOptions = {
     meta = await open(false).metadata();
   } catch (e) {
     throw new ImageError(`${label}: not a readable image (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (!ACCEPTED_FORMATS.has(meta.format)) {
+    throw new ImageError(`${label}: ${meta.format} images are not accepted (jpeg, png, webp, gif, tiff, avif)`);
   }
   const { width, height } = meta;
   if (!width || !height) throw new ImageError(`${label}: the image has no size`);
@@ -180,6 +186,13 @@ function resizeSession(mode: 'cubic' | 'linear'): Promise<Session> {
     resizeSessions.set(mode, s);
   }
   return s;
+}
+
+/** Releases the shared resize sessions (they are recreated on the next use). */
+export async function releaseResizeSessions(): Promise<void> {
+  const all = [...resizeSessions.values()];
+  resizeSessions.clear();
+  await Promise.all(all.map(async (s) => (await s.catch(() => null))?.release()));
 }
 
 const SHARP_KERNEL: Record<number, keyof sharp.KernelEnum> = {
