@@ -33,14 +33,14 @@ export interface LoadProjectorOptions {
   configJson?: HfProjectorConfigJson | null;
 }
 
-interface Found { naming: LoadedProjector['naming']; weightNames: string[] }
+export interface FoundProjectorWeights { naming: LoadedProjector['naming']; weightNames: string[] }
 
 /**
  * Finds the projector's Linear weights by name, under any prefix: LLaVA's
  * `…mm_projector.{0,2,4…}.weight` (Sequential: Linears at even indices, GELUs between) or
  * `…mm_projector.weight` (linear), llava-hf's `…multi_modal_projector.linear_{1,2…}.weight`.
  */
-export function findProjectorWeights(names: readonly string[]): Found {
+export function findProjectorWeights(names: readonly string[]): FoundProjectorWeights {
   const seq = new Map<string, Map<number, string>>();
   const add = (prefix: string, i: number, n: string) => {
     if (!seq.has(prefix)) seq.set(prefix, new Map());
