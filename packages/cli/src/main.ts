@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { registerInspect } from './commands/inspect.js';
 import { registerGenerate } from './commands/generate.js';
+import { registerAsk } from './commands/ask.js';
+import { registerScore } from './commands/score.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -13,6 +15,8 @@ program
 
 registerInspect(program);
 registerGenerate(program);
+registerAsk(program);
+registerScore(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -15,3 +15,4 @@ export { openTorchBin } from './weights/torch-bin.js';
 export { openShardedIndex } from './weights/sharded.js';
 export * from './weights/refs.js';
 export { sameTensor } from './weights/compare.js';
+export * from './autodiff/index.js';

@@ -8,6 +8,13 @@ export interface Turn {
   readonly text: string;
 }
 
+export interface RenderOptions {
+  /** End with the assistant prefix, ready for generation. */
+  openAssistant?: boolean;
+  /** Replaces the template's system prompt (templates without one ignore it). */
+  system?: string;
+}
+
 /**
  * A conversation template (LLaVA's conv_templates): how turns become one prompt string.
  * `render` gives the text of a whole conversation; with `openAssistant` it ends with the
@@ -18,16 +25,17 @@ export interface ConversationTemplate {
   readonly name: string;
   /** Strings that end an assistant reply, for generation stop strings. */
   readonly stop: readonly string[];
-  render(turns: readonly Turn[], opts?: { openAssistant?: boolean }): { text: string; assistantSpans: [number, number][] };
+  render(turns: readonly Turn[], opts?: RenderOptions): { text: string; assistantSpans: [number, number][] };
 }
+
+const VICUNA_SYSTEM = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";
 
 /** vicuna_v1 (LLaVA-1.5): system prompt, "USER: ... ASSISTANT: ...</s>". */
 const vicunaV1: ConversationTemplate = {
   name: 'vicuna_v1',
   stop: ['</s>', 'USER:'],
   render(turns, opts = {}) {
-    const system = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";
-    let text = system;
+    let text = opts.system ?? VICUNA_SYSTEM;
     const spans: [number, number][] = [];
     for (const t of turns) {
       if (t.role === 'user') text += ` USER: ${t.text}`;

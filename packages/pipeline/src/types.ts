@@ -75,3 +75,16 @@ export interface VqaModel {
   score(req: ScoreRequest): Promise<ScoreResult>;
   dispose(): Promise<void>;
 }
+
+/** Raw scoring, no template: the continuation's log-likelihood after image + prompt. */
+export type ContinuationScoreRequest = { readonly image?: ImageInput } & (
+  | { readonly prompt: string; readonly continuation: string }
+  /** Ids taken as they are (no BOS added); IMAGE_TOKEN_ID (-200) marks the image. */
+  | { readonly promptIds: readonly number[]; readonly continuationIds: readonly number[] }
+);
+
+export interface ContinuationScore {
+  readonly tokens: readonly number[];
+  readonly logprobs: readonly number[];
+  readonly total: number;
+}

@@ -3,7 +3,7 @@ import type { GenerateOptions } from '@mobillama/decoder';
 import { UsageError } from '../errors.js';
 
 export interface GenerationFlags {
-  maxNewTokens: string;
+  maxNewTokens?: string;
   temperature?: string;
   topK?: string;
   topP?: string;
@@ -17,7 +17,7 @@ export interface GenerationFlags {
 /** The sampling flags shared by generate, ask and serve. */
 export function addGenerationOptions(cmd: Command): Command {
   return cmd
-    .option('--max-new-tokens <n>', 'most tokens to generate', '256')
+    .option('--max-new-tokens <n>', 'most tokens to generate (default 256, or what the context allows)')
     .option('--temperature <t>', '0 = greedy (default); > 0 samples')
     .option('--top-k <k>', 'sample from the k most likely tokens')
     .option('--top-p <p>', 'nucleus sampling threshold')

@@ -8,10 +8,13 @@ export function broadcastShapes(a: Shape, b: Shape): Shape {
   const n = Math.max(a.length, b.length);
   const out: (Dim | null)[] = [];
   for (let i = 0; i < n; i++) {
-    const x = a[a.length - n + i] ?? 1;
-    const y = b[b.length - n + i] ?? 1;
+    // Missing leading dims broadcast as 1; an unknown (null) dim stays unknown.
+    const ia = a.length - n + i, ib = b.length - n + i;
+    const x = ia < 0 ? 1 : a[ia];
+    const y = ib < 0 ? 1 : b[ib];
     if (x === 1) out.push(y);
     else if (y === 1) out.push(x);
+    else if (x === null || y === null) out.push(x === null ? (typeof y === 'number' ? y : null) : x);
     else if (x === y) out.push(x);
     else if (typeof x === 'number' && typeof y === 'number') throw new Error(`shapes ${fmt(a)} and ${fmt(b)} do not broadcast`);
     else out.push(typeof x === 'number' ? x : typeof y === 'number' ? y : x);

@@ -1,0 +1,37 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import type { ModelOptions } from '@mobillama/pipeline';
+import { UsageError } from '../errors.js';
+
+/** Where `pnpm train:micro` puts the shipped micro model, used when no model flag is given. */
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../../../models/mobillama-v-micro', import.meta.url));
+
+export interface ModelFlags {
+  model?: string;
+  decoder?: string;
+  vision?: string;
+  projector?: string;
+  template?: string;
+}
+
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <dir>', 'a VLM folder (llava-hf or LLaVA layout); default: the shipped micro model')
+    .option('--decoder <dir>', 'decoder folder (with --vision and --projector)')
+    .option('--vision <dir>', 'CLIP vision folder')
+    .option('--projector <file>', 'projector weights (mm_projector.bin/.safetensors) or a folder')
+    .option('--template <name>', 'conversation template: vicuna_v1, plain, mobillama_chat');
+}
+
+export function modelOptionsFrom(f: ModelFlags, threads?: number): ModelOptions {
+  const components = f.decoder !== undefined || f.projector !== undefined || (f.vision !== undefined && f.model === undefined);
+  if (f.model === undefined && !components) {
+    if (!existsSync(DEFAULT_MODEL_DIR)) {
+      throw new UsageError(`no model given and no default model at ${DEFAULT_MODEL_DIR}: pass --model DIR (or --decoder, --vision and --projector)`);
+    }
+    return { model: DEFAULT_MODEL_DIR, template: f.template, threads };
+  }
+  if (f.model !== undefined && (f.decoder !== undefined)) throw new UsageError('give --model or --decoder/--vision/--projector, not both');
+  return { model: f.model, decoder: f.decoder, vision: f.vision, projector: f.projector, template: f.template, threads };
+}
