@@ -25,32 +25,74 @@ function feedForward(g: GraphBuilder, x: Value, ffn: FfnWeights): Value {
   return linear(g, g.mul(gate, linear(g, x, g.param(ffn.up))), g.param(ffn.down));
 }
 
-/** MobiLlama: LLaMA decoder layers with pre-RMSNorm, RoPE attention and (shared) SwiGLU FFNs. */
+export interface DecoderInputs {
+  /** [B, T, H]. */
+  readonly embeds: Value;
+  /** [B, T] int64. */
+  readonly positionIds: Value;
+  /** Additive attention bias, broadcastable to [B, 1, T, P+T]. */
+  readonly bias: Value;
+  /** Per layer [B, KV, P, D] caches; omitted for training (no cache). */
+  readonly past?: readonly { key: Value; value: Value }[];
+}
+
+export interface DecoderOutputs {
+  /** Final-normed hidden states [B, T, H]. */
+  readonly hidden: Value;
+  /** Per layer keys/values including the new positions [B, KV, P+T, D]. */
+  readonly present: readonly { key: Value; value: Value }[];
+}
+
+/**
+ * MobiLlama: LLaMA decoder layers with pre-RMSNorm, RoPE attention and (shared) SwiGLU
+ * FFNs, written into `g`. Inference and training graphs both use it.
+ */
+export function decoderInto(g: GraphBuilder, cfg: DecoderConfig, w: DecoderWeights, x: DecoderInputs): DecoderOutputs {
+  const { numHeads, numKvHeads, headDim: D, rmsNormEps: eps } = cfg;
+  const { cos, sin } = ropeTables(g, x.positionIds, D, cfg.ropeTheta);
+  const present: { key: Value; value: Value }[] = [];
+  let h = x.embeds;
+  w.layers.forEach((layer, i) => {
+    const a = rmsNorm(g, h, g.param(layer.inputNorm), eps);
+    const q = applyRope(g, splitHeads(g, linear(g, a, g.param(layer.attn.q)), numHeads, D), cos, sin, D);
+    let k = applyRope(g, splitHeads(g, linear(g, a, g.param(layer.attn.k)), numKvHeads, D), cos, sin, D);
+    let v = splitHeads(g, linear(g, a, g.param(layer.attn.v)), numKvHeads, D);
+    const past = x.past?.[i];
+    if (past) {
+      k = g.concat([past.key, k], 2);
+      v = g.concat([past.value, v], 2);
+    }
+    present.push({ key: k, value: v });
+    const attn = attention(g, q, k, v, x.bias, { heads: numHeads, kvHeads: numKvHeads, headDim: D });
+    h = g.add(h, linear(g, mergeHeads(g, attn, numHeads, D), g.param(layer.attn.o)));
+    const ffn = w.ffns[cfg.ffnOfLayer[i]];
+    h = g.add(h, feedForward(g, rmsNorm(g, h, g.param(layer.postAttentionNorm), eps), ffn));
+  });
+  return { hidden: rmsNorm(g, h, g.param(w.finalNorm), eps), present };
+}
+
+/** The LM head: logits [.., V] from final hidden states. */
+export function lmHeadInto(g: GraphBuilder, w: DecoderWeights, hidden: Value): Value {
+  return linear(g, hidden, g.param(w.lmHead));
+}
+
+/** The inference graph: see DECODER_IO for its inputs and outputs. */
 export function buildDecoderGraph(cfg: DecoderConfig, w: DecoderWeights, g = new GraphBuilder('mobillama_decoder')): Graph {
-  const { hiddenSize: H, numHeads, numKvHeads, headDim: D, rmsNormEps: eps } = cfg;
+  const { hiddenSize: H, numKvHeads, headDim: D } = cfg;
   const io = DECODER_IO;
   const embeds = g.input(io.embeds, 'float32', ['batch', 'seq', H]);
   const positionIds = g.input(io.positions, 'int64', ['batch', 'seq']);
   const bias = g.input(io.bias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = g.input(io.logitsIndex, 'int64', ['n_logits']);
-  const { cos, sin } = ropeTables(g, positionIds, D, cfg.ropeTheta);
-
-  let h = embeds;
-  w.layers.forEach((layer, i) => {
-    const pastK = g.input(io.pastKey(i), 'float32', ['batch', numKvHeads, 'past', D]);
-    const pastV = g.input(io.pastValue(i), 'float32', ['batch', numKvHeads, 'past', D]);
-    const x = rmsNorm(g, h, g.param(layer.inputNorm), eps);
-    const q = applyRope(g, splitHeads(g, linear(g, x, g.param(layer.attn.q)), numHeads, D), cos, sin, D);
-    const kNew = applyRope(g, splitHeads(g, linear(g, x, g.param(layer.attn.k)), numKvHeads, D), cos, sin, D);
-    const vNew = splitHeads(g, linear(g, x, g.param(layer.attn.v)), numKvHeads, D);
-    const k = g.output(g.concat([pastK, kNew], 2), io.presentKey(i));
-    const v = g.output(g.concat([pastV, vNew], 2), io.presentValue(i));
-    const attn = attention(g, q, k, v, bias, { heads: numHeads, kvHeads: numKvHeads, headDim: D });
-    h = g.add(h, linear(g, mergeHeads(g, attn, numHeads, D), g.param(layer.attn.o)));
-    const ffn = w.ffns[cfg.ffnOfLayer[i]];
-    h = g.add(h, feedForward(g, rmsNorm(g, h, g.param(layer.postAttentionNorm), eps), ffn));
+  const past = w.layers.map((_, i) => ({
+    key: g.input(io.pastKey(i), 'float32', ['batch', numKvHeads, 'past', D]),
+    value: g.input(io.pastValue(i), 'float32', ['batch', numKvHeads, 'past', D]),
+  }));
+  const { hidden, present } = decoderInto(g, cfg, w, { embeds, positionIds, bias, past });
+  present.forEach((p, i) => {
+    g.output(p.key, io.presentKey(i));
+    g.output(p.value, io.presentValue(i));
   });
-  h = rmsNorm(g, h, g.param(w.finalNorm), eps);
-  g.output(linear(g, g.gather(h, logitsIndex, 1), g.param(w.lmHead)), io.logits);
+  g.output(lmHeadInto(g, w, g.gather(hidden, logitsIndex, 1)), io.logits);
   return g.build();
 }
