@@ -16,3 +16,4 @@ export { openShardedIndex } from './weights/sharded.js';
 export * from './weights/refs.js';
 export { sameTensor } from './weights/compare.js';
 export * from './autodiff/index.js';
+export * from './weights/torch-bin-writer.js';

@@ -11,9 +11,7 @@
  */
 import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { DTYPE_BYTES, numel, writeFileAtomic, type HostTensor } from '@mobillama/core';
-// core's index does not re-export the writer yet; import it from its module.
-import { writeTorchBin } from '../../../core/src/weights/torch-bin-writer.js';
+import { DTYPE_BYTES, numel, writeFileAtomic, writeTorchBin, type HostTensor } from '@mobillama/core';
 
 /**
  * How the FFN weights are stored:
