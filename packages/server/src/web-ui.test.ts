@@ -11,6 +11,18 @@ import { jpegImage, pngImage } from './testing/images.js';
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../../test-artifacts/', import.meta.url));
 
+/** The few browser globals the page-side callbacks use (this file compiles without DOM types). */
+interface BrowserGlobals {
+  document: {
+    querySelector(sel: string): { textContent: string | null } | null;
+    getElementById(id: string): { dispatchEvent(e: unknown): boolean } | null;
+  };
+  DataTransfer: new () => { items: { add(f: unknown): void } };
+  File: new (parts: unknown[], name: string, opts: { type: string }) => unknown;
+  DragEvent: new (type: string, init: Record<string, unknown>) => unknown;
+  atob(s: string): string;
+}
+
 let s: TestServer;
 let ctx: BrowserContext | null = null;
 let profile = '';
@@ -55,8 +67,8 @@ describe('web page', () => {
     await page.click('#ask');
     // Streaming: partial text is visible while the answer is still coming.
     const partial = await page.waitForFunction(() => {
-      const el = document.querySelector('.msg.assistant.streaming');
-      return el && el.textContent && el.textContent.length > 0 ? el.textContent : null;
+      const el = (globalThis as unknown as BrowserGlobals).document.querySelector('.msg.assistant.streaming');
+      return el?.textContent ? el.textContent : null;
     });
     const partialText = String(await partial.jsonValue());
     const first = page.locator('.msg.assistant.done').nth(0);
@@ -78,11 +90,12 @@ describe('web page', () => {
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-ui.png'), fullPage: true });
 
     // Dropping another image starts a new conversation about it.
-    await page.evaluate(async (b64) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const dt = new DataTransfer();
-      dt.items.add(new File([bytes], 'blue.jpg', { type: 'image/jpeg' }));
-      document.getElementById('drop')!.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    await page.evaluate((b64) => {
+      const w = globalThis as unknown as BrowserGlobals;
+      const bytes = Uint8Array.from(w.atob(b64), (c) => c.charCodeAt(0));
+      const dt = new w.DataTransfer();
+      dt.items.add(new w.File([bytes], 'blue.jpg', { type: 'image/jpeg' }));
+      w.document.getElementById('drop')!.dispatchEvent(new w.DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
     }, jpg.toString('base64'));
     await expect.poll(() => page.locator('.msg').count()).toBe(0);
     await page.fill('#question', 'Now?');
