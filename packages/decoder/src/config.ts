@@ -68,7 +68,7 @@ export interface DecoderShapes {
 
 /** Reconciles config.json with the weight shapes; the weights win, the config gives head_dim. */
 export function decoderConfigFrom(c: HfLlamaConfigJson, shapes: DecoderShapes, ffnOfLayer: readonly number[], file = 'config.json'): DecoderConfig {
-  const supported = ['llama', 'mobillama', undefined];
+  const supported = ['llama', 'mobillama', 'llava', 'llava_llama', undefined];
   if (!supported.includes(c.model_type)) throw new ConfigError(`${file}: model_type ${c.model_type} is not a LLaMA-style decoder`);
   if (c.rope_scaling) throw new ConfigError(`${file}: rope_scaling is not supported yet`);
   const hiddenSize = req(c, 'hidden_size', file);
