@@ -74,6 +74,7 @@ export function decoderConfigFrom(c: HfLlamaConfigJson, shapes: DecoderShapes, f
   const hiddenSize = req(c, 'hidden_size', file);
   const numHeads = req(c, 'num_attention_heads', file);
   const headDim = c.head_dim ?? hiddenSize / numHeads;
+  if (!Number.isInteger(headDim)) throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
   if (shapes.hidden !== hiddenSize) throw new ConfigError(`${file}: hidden_size ${hiddenSize} but the embeddings are ${shapes.hidden} wide`);
   if (shapes.qRows !== numHeads * headDim) throw new ConfigError(`${file}: q_proj has ${shapes.qRows} rows, expected heads×head_dim = ${numHeads * headDim}`);
   if (shapes.kRows % headDim !== 0) throw new ConfigError(`${file}: k_proj has ${shapes.kRows} rows, not a multiple of head_dim ${headDim}`);
