@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { ChatCompletion, ChatCompletionChunk } from 'openai/resources/chat/completions';
+import { createServer } from './app.js';
+import { FAKE_MODEL_MODULE } from './testing/fake-model.js';
 import { chatBody, json, postJson, sseEvents, startTestServer, type ErrorJson, type HealthJson, type ModelsJson, type TestServer, type VqaJson } from './testing/harness.js';
 import { dataUrl, pngImage } from './testing/images.js';
 
@@ -138,5 +140,13 @@ describe('API key', () => {
     expect((await postJson(`${k.url}/v1/chat/completions`, chatBody('x'), { authorization: 'Bearer sekrit' })).status).toBe(200);
     expect((await fetch(`${k.url}/health`)).status).toBe(200);
     expect((await fetch(`${k.url}/`)).status).toBe(200);
+  });
+});
+
+describe('model load failure', () => {
+  it('listen() rejects with the reason and nothing keeps running', async () => {
+    const srv = createServer({ model: { model: 'fake?fail=1' }, modelModule: FAKE_MODEL_MODULE, log: () => {} });
+    await expect(srv.listen(0, '127.0.0.1')).rejects.toThrow(/model failed to load: fake model: load failure requested/);
+    await srv.close();
   });
 });
