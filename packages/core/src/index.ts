@@ -17,3 +17,4 @@ export * from './weights/refs.js';
 export { sameTensor } from './weights/compare.js';
 export * from './autodiff/index.js';
 export * from './weights/torch-bin-writer.js';
+export * from './config-file.js';

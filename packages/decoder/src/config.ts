@@ -44,12 +44,9 @@ export interface HfLlamaConfigJson {
   rope_scaling?: unknown;
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+import { ConfigError } from '@mobillama/core';
+
+export { ConfigError };
 
 function req(c: HfLlamaConfigJson, key: keyof HfLlamaConfigJson, file: string): number {
   const v = c[key];

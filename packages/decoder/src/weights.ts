@@ -1,7 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  loadFloatWeight, memoryWeight, openWeights, readFloatWeight, sameTensor,
+  loadFloatWeight, memoryWeight, openWeights, readFloatWeight, readJsonFile, sameTensor,
   type HostTensor, type WeightRef, type WeightSource,
 } from '@mobillama/core';
 import { ConfigError, decoderConfigFrom, type DecoderConfig, type HfLlamaConfigJson } from './config.js';
@@ -84,26 +83,12 @@ export async function detectFfnSharing(src: WeightSource, prefix: string, numLay
   return { ffnOfLayer, owners };
 }
 
-export async function readJson<T>(path: string): Promise<T> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new ConfigError(`${path}: not valid JSON`);
-  }
-}
-
 /**
  * Loads a Hugging Face LLaMA/MobiLlama decoder folder: config.json plus weights in any
  * published layout. `weightsPrefix` selects the decoder inside a combined VLM checkpoint.
  */
 export async function loadDecoder(dir: string, opts: { source?: WeightSource; configJson?: HfLlamaConfigJson } = {}): Promise<LoadedDecoder> {
-  const cfgJson = opts.configJson ?? await readJson<HfLlamaConfigJson>(join(dir, 'config.json'));
+  const cfgJson = opts.configJson ?? await readJsonFile<HfLlamaConfigJson>(join(dir, 'config.json'));
   const src = opts.source ?? await openWeights(dir);
   try {
     const names = src.names();

@@ -1,6 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { ConfigError, readJson, type HfLlamaConfigJson } from '@mobillama/decoder';
+import { ConfigError, readJsonFile } from '@mobillama/core';
+import type { HfLlamaConfigJson } from '@mobillama/decoder';
 import type { ModelOptions } from './types.js';
 
 /** Vision settings a VLM config carries (LLaVA's mm_* fields, or llava-hf's vision_feature_*). */
@@ -72,7 +73,7 @@ export async function resolveModel(opts: ModelOptions): Promise<ResolvedModel> {
   }
   const dir = opts.model;
   if (!isDir(dir)) throw new ConfigError(`model folder ${dir} does not exist or is not a folder`);
-  const cfg = await readJson<LlavaConfigJson>(join(dir, 'config.json'));
+  const cfg = await readJsonFile<LlavaConfigJson>(join(dir, 'config.json'));
   const id = dir.replace(/\/+$/, '').split('/').pop() ?? 'model';
   if (cfg.vision_config && cfg.text_config) {
     return {

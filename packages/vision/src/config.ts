@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { ConfigError, readJsonFile } from '@mobillama/core';
 import { join } from 'node:path';
 
 /** OpenAI CLIP's normalization constants (CLIPImageProcessor's defaults). */
@@ -84,12 +84,8 @@ export interface HfClipPreprocessorJson {
   image_std?: number[];
 }
 
-export class VisionConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'VisionConfigError';
-  }
-}
+/** A vision config problem; a ConfigError, so the CLI reports it as bad input. */
+export class VisionConfigError extends ConfigError {}
 
 /** HF CLIPVisionConfig defaults (what a field missing from config.json means). */
 const VISION_DEFAULTS = {
@@ -196,26 +192,12 @@ export function clipPreprocessConfigFrom(p: HfClipPreprocessorJson | null, image
   };
 }
 
-export async function readJsonFile<T>(path: string): Promise<T> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new VisionConfigError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new VisionConfigError(`${path}: not valid JSON`);
-  }
-}
-
 /** preprocessor_config.json of a folder, or null when it has none. */
 export async function readPreprocessorJson(dir: string): Promise<HfClipPreprocessorJson | null> {
   try {
     return await readJsonFile<HfClipPreprocessorJson>(join(dir, 'preprocessor_config.json'));
   } catch (e) {
-    if (e instanceof VisionConfigError && e.message.includes('ENOENT')) return null;
+    if (e instanceof ConfigError && e.message.includes('ENOENT')) return null;
     throw e;
   }
 }

@@ -1,8 +1,8 @@
 import { dirname, join } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { loadFloatWeight, openWeights, type WeightRef, type WeightSource } from '@mobillama/core';
+import { loadFloatWeight, openWeights, readJsonFile, type WeightRef, type WeightSource } from '@mobillama/core';
 import {
-  VisionConfigError, clipVisionConfigFrom, readJsonFile, readPreprocessorJson,
+  VisionConfigError, clipVisionConfigFrom, readPreprocessorJson,
   type ClipVisionConfig, type HfClipConfigJson, type HfClipPreprocessorJson,
 } from './config.js';
 
