@@ -3,6 +3,7 @@ import { registerInspect } from './commands/inspect.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerAsk } from './commands/ask.js';
 import { registerScore } from './commands/score.js';
+import { registerServe } from './commands/serve.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -17,6 +18,7 @@ registerInspect(program);
 registerGenerate(program);
 registerAsk(program);
 registerScore(program);
+registerServe(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -71,7 +71,6 @@ export function createServer(options: ServerOptions): VqaServer {
   ready.then(() => { if (state === 'loading') state = 'ready'; }, (e: Error) => {
     loadError = e.message;
     if (state === 'loading') state = 'failed';
-    o.log(`model failed to load: ${e.message}`);
   });
 
   let active = 0;
@@ -136,7 +135,7 @@ export function createServer(options: ServerOptions): VqaServer {
 
   const requireModel = (): ModelInfo => {
     if (state === 'ready' && pool.info) return pool.info;
-    if (state === 'failed') throw new ApiError(503, `the model failed to load: ${loadError}`, { code: 'model_unavailable' });
+    if (state === 'failed') throw new ApiError(503, `${loadError}`, { code: 'model_unavailable' });
     throw new ApiError(503, 'the model is still loading', { code: 'model_loading', headers: { 'Retry-After': '5' } });
   };
 

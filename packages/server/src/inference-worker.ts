@@ -23,7 +23,7 @@ async function load(): Promise<VqaModel | null> {
     post({ kind: 'ready', info: m.info });
     return m;
   } catch (e) {
-    post({ kind: 'failed', message: (e as Error)?.message ?? String(e) });
+    post({ kind: 'failed', message: (e as Error)?.message ?? String(e), errorName: (e as Error)?.name });
     port.close();
     return null;
   }

@@ -22,7 +22,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { readonly kind: 'ready'; readonly info: ModelInfo }
-  | { readonly kind: 'failed'; readonly message: string }
+  | { readonly kind: 'failed'; readonly message: string; readonly errorName?: string }
   | { readonly kind: 'piece'; readonly id: number; readonly piece: GenerationPiece }
   | { readonly kind: 'done'; readonly id: number; readonly result: AnswerResult }
   | { readonly kind: 'error'; readonly id: number; readonly name: string; readonly message: string }

@@ -101,7 +101,8 @@ export class WorkerPool {
         } else if (m.kind === 'failed') {
           slot.state = 'failed';
           settled = true;
-          reject(new Error(`model failed to load: ${m.message}`));
+          // Keep the original error's name so callers can tell bad input (ConfigError, …) from bugs.
+          reject(Object.assign(new Error(`model failed to load: ${m.message}`), m.errorName ? { name: m.errorName } : {}));
         } else this.onMessage(slot, m);
       });
       worker.on('error', (e) => this.opts.log(`inference worker ${slot.index}: ${e.message}`));
