@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '**/dist/**', 'benchmarks/**', 'fixtures/**'] },
+  { ignores: ['**/node_modules/**', '**/dist/**', 'benchmarks/**', '**/fixtures/**', '.tmp/**', 'test-artifacts/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
