@@ -4,6 +4,7 @@ import { registerGenerate } from './commands/generate.js';
 import { registerAsk } from './commands/ask.js';
 import { registerScore } from './commands/score.js';
 import { registerServe } from './commands/serve.js';
+import { registerData } from './commands/data.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -19,6 +20,7 @@ registerGenerate(program);
 registerAsk(program);
 registerScore(program);
 registerServe(program);
+registerData(program);
 
 try {
   await program.parseAsync(process.argv);
