@@ -100,6 +100,10 @@ interface GenerateResult {
   readonly newTokens: number;
   readonly prefillTokS: number;
   readonly decodeTokS: number;
+  /** Median and 10th/90th percentile of the per-token decode latency (ms). */
+  readonly decodeMsMedian: number;
+  readonly decodeMsP10: number;
+  readonly decodeMsP90: number;
   readonly ttftMs: number;
   readonly ffnOfLayer: readonly number[];
   readonly numKvHeads: number;
@@ -124,7 +128,18 @@ async function childGenerate(dir: string, threads: number, prompt: number, newTo
   const vocab = gen.model.config.vocabSize;
   // A short warm-up so the measured run is steady state, not ORT's first-run allocations.
   await gen.generate(promptIds(8, vocab), { maxNewTokens: 2, ignoreEos: true });
-  const r = await gen.generate(promptIds(prompt, vocab), { maxNewTokens: newTokens, ignoreEos: true, temperature: 0 });
+  // Streamed, to time every decode step: a shared host's memory bandwidth varies, so the
+  // median step says more than the mean.
+  const stream = gen.stream(promptIds(prompt, vocab), { maxNewTokens: newTokens, ignoreEos: true, temperature: 0 });
+  const stamps: number[] = [];
+  let next = await stream.next();
+  while (!next.done) {
+    if (next.value.token >= 0) stamps.push(performance.now());
+    next = await stream.next();
+  }
+  const r = next.value;
+  const steps = stamps.slice(1).map((t, i) => t - stamps[i]).sort((a, b) => a - b);
+  const q = (f: number): number => steps[Math.min(steps.length - 1, Math.floor(f * steps.length))];
   const atEnd = memStatus();
   const { ffnOfLayer, numKvHeads } = gen.model.config;
   await gen.dispose();
@@ -132,6 +147,7 @@ async function childGenerate(dir: string, threads: number, prompt: number, newTo
     loadMs, afterLoad, atEnd, maxRssBytes: process.resourceUsage().maxRSS * 1024,
     promptTokens: r.timings.promptTokens, newTokens: r.tokens.length,
     prefillTokS: r.timings.prefillTokS, decodeTokS: r.timings.decodeTokS, ttftMs: r.timings.ttftMs,
+    decodeMsMedian: q(0.5), decodeMsP10: q(0.1), decodeMsP90: q(0.9),
     ffnOfLayer, numKvHeads,
   };
 }
@@ -159,7 +175,10 @@ interface VariantResult {
   readonly atEnd?: MemStatus;
   readonly sessionMs?: number;
   readonly prefillMs?: number;
+  /** Median decode step (ms). */
   readonly decodeMsPerToken?: number;
+  /** Greedy tokens generated: equal across variants when the rewrite keeps the math. */
+  readonly tokens?: readonly number[];
 }
 
 /** Replace `MatMul(x, Transpose(W, [1, 0]))` of an initializer W by `FusedMatMul(x, W, transB=1)`. */
@@ -232,30 +251,37 @@ async function childVariant(dir: string, threads: number, variant: Variant, prom
     return best;
   };
   const t1 = performance.now();
-  let token = await step(promptIds(prompt, V));
-  const t2 = performance.now();
-  for (let s = 0; s < steps; s++) token = await step([token]);
-  const t3 = performance.now();
+  const tokens = [await step(promptIds(prompt, V))];
+  const prefillMs = performance.now() - t1;
+  const times: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const t = performance.now();
+    tokens.push(await step([tokens[tokens.length - 1]]));
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
   const atEnd = memStatus();
   await session.release();
   await loaded.source.close();
-  return { variant, afterLoader, afterSession, atEnd, sessionMs, prefillMs: t2 - t1, decodeMsPerToken: (t3 - t2) / steps };
+  return { variant, afterLoader, afterSession, atEnd, sessionMs, prefillMs, decodeMsPerToken: times[times.length >> 1], tokens };
 }
 
 // ---------------------------------------------------------------- parent: bounds
 
-/** memcpy bandwidth: bytes copied per second by Buffer.copy of a large buffer (best of 5). */
-function measureMemcpy(bytes: number): number {
+/** memcpy bandwidth samples: bytes copied per second by Buffer.copy of a large buffer, per pass. */
+function measureMemcpy(bytes: number, passes = 7): number[] {
   const src = Buffer.alloc(bytes, 1), dst = Buffer.alloc(bytes, 2); // touched: no page faults timed
-  let best = Infinity;
-  for (let i = 0; i < 6; i++) {
+  const rates: number[] = [];
+  for (let i = 0; i <= passes; i++) {
     const t0 = performance.now();
     src.copy(dst);
     const t = performance.now() - t0;
-    if (i > 0) best = Math.min(best, t);
+    if (i > 0) rates.push(bytes / (t / 1000));
   }
-  return bytes / (best / 1000);
+  return rates;
 }
+
+const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 interface GemmRate { readonly m: number; readonly k: number; readonly n: number; readonly ms: number; readonly gflops: number }
 
@@ -347,8 +373,14 @@ interface Report {
   readonly profile: Profile;
   readonly threads: number;
   readonly ckpt: Awaited<ReturnType<typeof ensureCheckpoint>>;
+  /** Median memcpy rate over passes before and after the runs; the bound uses it. */
   readonly memcpy: number;
+  readonly memcpyMin: number;
+  readonly memcpyMax: number;
+  /** Mean of the MatMul timings before and after the runs; the bound uses it. */
   readonly gemm: GemmRate;
+  /** GFLOP/s before and after. */
+  readonly gemmRange: readonly [number, number];
   readonly gemv: GemmRate;
   readonly gen: GenerateResult;
   readonly variants: readonly VariantResult[];
@@ -392,15 +424,16 @@ function render(r: Report): string {
     `| RSS after load: anon / file-backed | ${fmtGB(g.afterLoad.anon)} / ${fmtGB(g.afterLoad.file)} | | |`,
     `| prefill, ${T}-token prompt | ${fix(g.prefillTokS)} tok/s | ${fix(prefillBound)} tok/s (${(flops / 1e9).toFixed(0)} GFLOP / ${fix(r.gemm.gflops)} GFLOP/s) | ${pct(g.prefillTokS, prefillBound)} |`,
     `| time to first token (${T}-token prompt) | ${fix(g.ttftMs, 0)} ms | ${fix((1000 * T) / prefillBound, 0)} ms | |`,
-    `| decode, ${g.newTokens} new tokens (EOS ignored) | ${fix(g.decodeTokS, 2)} tok/s | ${fix(decodeBound, 2)} tok/s (${fmtGB(uniqueBytes)} unique weight bytes/token / ${fix(r.memcpy / GB)} GB/s) | ${pct(g.decodeTokS, decodeBound)} |`,
+    `| decode, ${g.newTokens} new tokens (EOS ignored), mean | ${fix(g.decodeTokS, 2)} tok/s | ${fix(decodeBound, 2)} tok/s (${fmtGB(uniqueBytes)} unique weight bytes/token / ${fix(r.memcpy / GB)} GB/s) | ${pct(g.decodeTokS, decodeBound)} |`,
+    `| decode step latency: median (p10–p90) | ${fix(g.decodeMsMedian, 0)} ms (${fix(g.decodeMsP10, 0)}–${fix(g.decodeMsP90, 0)}) = ${fix(1000 / g.decodeMsMedian, 2)} tok/s | ${fix(1000 / decodeBound, 0)} ms | ${pct(1000 / g.decodeMsMedian, decodeBound)} |`,
     `| decode bound if the shared FFN is re-read from DRAM by every layer | | ${fix(decodeBoundStreamed, 2)} tok/s (${fmtGB(streamedBytes)}/token) | ${pct(g.decodeTokS, decodeBoundStreamed)} |`,
     '',
     'Measured here for the bounds:',
     '',
     '| kernel | time | rate |',
     '|---|---|---|',
-    `| memcpy (Buffer.copy, ${fmtGB(r.profile.memcpyBytes)}, best of 5) | ${fix((1000 * r.profile.memcpyBytes) / r.memcpy, 1)} ms | ${fix(r.memcpy / GB)} GB/s |`,
-    `| ORT MatMul fp32 ${r.gemm.m}x${r.gemm.k}x${r.gemm.n}, constant weight (median) | ${fix(r.gemm.ms, 1)} ms | ${fix(r.gemm.gflops)} GFLOP/s |`,
+    `| memcpy (Buffer.copy, ${fmtGB(r.profile.memcpyBytes)}; median of 14 passes before and after the runs, min–max) | ${fix((1000 * r.profile.memcpyBytes) / r.memcpy, 1)} ms | ${fix(r.memcpy / GB)} GB/s (${fix(r.memcpyMin / GB)}–${fix(r.memcpyMax / GB)}) |`,
+    `| ORT MatMul fp32 ${r.gemm.m}x${r.gemm.k}x${r.gemm.n}, constant weight (median before and after the runs, averaged) | ${fix(r.gemm.ms, 1)} ms | ${fix(r.gemm.gflops)} GFLOP/s (before ${fix(r.gemmRange[0])}, after ${fix(r.gemmRange[1])}) |`,
     `| ORT MatMul fp32 ${r.gemv.m}x${r.gemv.k}x${r.gemv.n} (decode-shaped, median) | ${fix(r.gemv.ms, 2)} ms | ${fix(r.gemv.gflops)} GFLOP/s, ${fix((4 * r.gemv.k * r.gemv.n) / (r.gemv.ms / 1000) / GB)} GB/s of weights |`,
   ];
   if (r.variants.length) {
@@ -408,9 +441,15 @@ function render(r: Report): string {
       '',
       `Load-time memory by session variant (each in a fresh process; VmHWM = peak RSS so far; decode = ${r.profile.probeSteps} greedy steps after a ${r.profile.probePrompt}-token prompt):`,
       '',
-      '| variant | HWM after loader | HWM after session | RSS after session (anon / file) | HWM at end | session create | decode ms/token |',
-      '|---|---|---|---|---|---|---|',
-      ...r.variants.map((v) => `| ${v.variant} | ${fmtGB(v.afterLoader.hwm)} | ${fmtGB(v.afterSession?.hwm)} | ${v.afterSession ? `${fmtGB(v.afterSession.anon)} / ${fmtGB(v.afterSession.file)}` : '–'} | ${fmtGB(v.atEnd?.hwm)} | ${v.sessionMs === undefined ? '–' : `${(v.sessionMs / 1000).toFixed(1)} s`} | ${fix(v.decodeMsPerToken, 1)} |`),
+      '| variant | HWM after loader | HWM after session | RSS after session (anon / file) | HWM at end | RSS at end (anon / file) | session create | decode ms/token (median) | same tokens as default |',
+      '|---|---|---|---|---|---|---|---|---|',
+      ...r.variants.map((v) => {
+        const ref = r.variants.find((x) => x.variant === 'default')?.tokens;
+        const same = !v.tokens || !ref ? '–' : v.tokens.join() === ref.join() ? 'yes' : 'NO';
+        const split = (m?: MemStatus): string => (m ? `${fmtGB(m.anon)} / ${fmtGB(m.file)}` : '–');
+        return `| ${v.variant} | ${fmtGB(v.afterLoader.hwm)} | ${fmtGB(v.afterSession?.hwm)} | ${split(v.afterSession)} | ${fmtGB(v.atEnd?.hwm)} | ${split(v.atEnd)} | ` +
+          `${v.sessionMs === undefined ? '–' : `${(v.sessionMs / 1000).toFixed(1)} s`} | ${fix(v.decodeMsPerToken, 1)} | ${same} |`;
+      }),
       '',
       ...r.variants.map((v) => `- ${v.variant}: ${VARIANTS[v.variant]}`),
     );
@@ -419,7 +458,8 @@ function render(r: Report): string {
     '',
     'Bounds: decode = weight bytes read per token (every layer\'s attention, the shared FFN once, lm_head, norms; fp32) / memcpy bandwidth; ' +
       'prefill = FLOPs (projections for every prompt row, full masked T×T attention, lm_head for the last row) / the measured MatMul rate. ' +
-      'Prefill and decode come from one generate() call after a short warm-up, in a child process whose peak RSS is its own.',
+      'Prefill and decode come from one streamed generation after a short warm-up, in a child process whose peak RSS is its own. ' +
+      'This is a shared VM: memory bandwidth drifts by 2x over minutes, so compare the memcpy range and the decode latency spread before reading small differences.',
     '',
   );
   return lines.join('\n');
@@ -457,8 +497,8 @@ async function main(): Promise<void> {
 
   const ckpt = await ensureCheckpoint(profile);
   log(`checkpoint ${ckpt.reused ? 'reused' : `generated in ${ckpt.seconds.toFixed(1)} s`}: ${fmtGB(ckpt.fileBytes)}`);
-  const memcpy = measureMemcpy(profile.memcpyBytes);
-  log(`memcpy ${fix(memcpy / GB)} GB/s`);
+  const memcpyBefore = measureMemcpy(profile.memcpyBytes);
+  log(`memcpy ${memcpyBefore.map((x) => fix(x / GB)).join(' ')} GB/s`);
   const { hidden: H, intermediate: I } = profile.spec;
   const gemm = await measureGemm(profile.promptTokens, H, I, threads);
   const gemv = await measureGemm(1, H, I, threads);
@@ -474,7 +514,16 @@ async function main(): Promise<void> {
       variants.push(v);
     }
   }
-  const md = render({ profile, threads, ckpt, memcpy, gemm, gemv, gen, variants });
+  // Again after the runs: the host's memory bandwidth drifts, so the bound uses the median of both.
+  const memcpyAfter = measureMemcpy(profile.memcpyBytes);
+  const gemmAfter = await measureGemm(profile.promptTokens, H, I, threads);
+  log(`after: memcpy ${memcpyAfter.map((x) => fix(x / GB)).join(' ')} GB/s, MatMul ${fix(gemmAfter.gflops)} GFLOP/s`);
+  const all = [...memcpyBefore, ...memcpyAfter];
+  const md = render({
+    profile, threads, ckpt, memcpy: median(all), memcpyMin: Math.min(...all), memcpyMax: Math.max(...all),
+    gemm: { ...gemm, ms: (gemm.ms + gemmAfter.ms) / 2, gflops: (2 * gemm.m * gemm.k * gemm.n) / ((gemm.ms + gemmAfter.ms) / 2000) / 1e9 },
+    gemmRange: [gemm.gflops, gemmAfter.gflops], gemv, gen, variants,
+  });
   const out = values.out ? resolve(values.out) : profile.out;
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, md);
