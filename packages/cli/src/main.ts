@@ -3,8 +3,10 @@ import { registerInspect } from './commands/inspect.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerAsk } from './commands/ask.js';
 import { registerScore } from './commands/score.js';
+import { registerExport } from './commands/export.js';
 import { registerServe } from './commands/serve.js';
 import { registerData } from './commands/data.js';
+import { registerTrain } from './commands/train.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -19,8 +21,10 @@ registerInspect(program);
 registerGenerate(program);
 registerAsk(program);
 registerScore(program);
+registerExport(program);
 registerServe(program);
 registerData(program);
+registerTrain(program);
 
 try {
   await program.parseAsync(process.argv);
