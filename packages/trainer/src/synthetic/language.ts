@@ -102,11 +102,12 @@ const askExists: Asker = (scene, rng, vocab) => {
     return { type: 'exists', question: `Is there ${article(kind)} ${kind} in the image?`, answer: answer(present.includes(kind) ? 'yes' : 'no') };
   }
   const has = (k: ShapeKind, c: ColorName) => scene.shapes.some((s) => s.kind === k && s.color === c);
+  const absent: [ShapeKind, ColorName][] = [];
+  for (const k of vocab.kinds) for (const c of vocab.colors) if (!has(k, c)) absent.push([k, c]);
   let kind: ShapeKind, color: ColorName;
-  if (yes) ({ kind, color } = rng.pick(scene.shapes));
+  // A small vocabulary can have every combination on show: then the answer is yes.
+  if (yes || absent.length === 0) ({ kind, color } = rng.pick(scene.shapes));
   else {
-    const absent: [ShapeKind, ColorName][] = [];
-    for (const k of vocab.kinds) for (const c of vocab.colors) if (!has(k, c)) absent.push([k, c]);
     // Hard negatives share the kind or the colour with a shape that is there.
     const near = absent.filter(([k, c]) => scene.shapes.some((s) => s.kind === k || s.color === c));
     [kind, color] = rng.pick(near.length > 0 && rng.chance(0.75) ? near : absent);
@@ -158,16 +159,34 @@ export function askQuestion(type: QaType, scene: Scene, rng: Random, vocab: Voca
 }
 
 /**
- * Up to `n` questions of different types about one scene. Types are tried in a random
- * order; one the scene cannot answer (no unique shape to ask the colour of, one shape for a
+ * Up to `n` questions of different types about one scene, trying the types in the order
+ * given; one the scene cannot answer (no unique shape to ask the colour of, one shape for a
  * position question) is skipped for the next.
  */
-export function questionsFor(scene: Scene, rng: Random, vocab: Vocabulary, n: number, types: readonly QaType[] = QA_TYPES): QaPair[] {
+export function questionsFor(scene: Scene, rng: Random, vocab: Vocabulary, n: number, order: readonly QaType[]): QaPair[] {
   const out: QaPair[] = [];
-  for (const t of rng.shuffle(types)) {
+  for (const t of order) {
     if (out.length >= n) break;
     const qa = askQuestion(t, scene, rng, vocab);
     if (qa) out.push(qa);
   }
   return out;
+}
+
+/**
+ * Keeps the question types balanced over a dataset: each image tries the types asked least
+ * so far first (ties in random order). Position questions need two shapes, so with a
+ * uniform order they would fall behind.
+ */
+export class TypeBalancer {
+  private readonly asked = new Map<QaType, number>(QA_TYPES.map((t) => [t, 0]));
+
+  order(rng: Random): QaType[] {
+    const shuffled = rng.shuffle(QA_TYPES);
+    return shuffled.sort((a, b) => this.asked.get(a)! - this.asked.get(b)!); // stable: ties keep the shuffle
+  }
+
+  record(qa: readonly QaPair[]): void {
+    for (const q of qa) this.asked.set(q.type, this.asked.get(q.type)! + 1);
+  }
 }

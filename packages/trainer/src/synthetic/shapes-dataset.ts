@@ -1,6 +1,6 @@
 import { open, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { QA_TYPES, caption, questionsFor, type QaPair, type QaType } from './language.js';
+import { QA_TYPES, TypeBalancer, caption, questionsFor, type QaPair, type QaType } from './language.js';
 import type { LlavaEntry } from './llava-format.js';
 import { Random } from './random.js';
 import { renderPng } from './render.js';
@@ -65,10 +65,13 @@ export function* shapesSamples(options: ShapesOptions): Generator<ShapesSample> 
   const o = checkShapesOptions(options);
   const rng = new Random(o.seed);
   const vocab = { kinds: o.kinds, colors: o.colors };
+  const balancer = new TypeBalancer();
   for (let i = 0; i < o.count; i++) {
     const scene = randomScene(rng, { size: o.size, kinds: o.kinds, colors: o.colors });
     const id = sampleId(o.seed, i);
-    yield { id, image: `${id}.png`, scene, caption: caption(scene), qa: questionsFor(scene, rng, vocab, o.qaPerImage) };
+    const qa = questionsFor(scene, rng, vocab, o.qaPerImage, balancer.order(rng));
+    balancer.record(qa);
+    yield { id, image: `${id}.png`, scene, caption: caption(scene), qa };
   }
 }
 
