@@ -1,12 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openSafetensors, type HostTensor } from '@mobillama/core';
 import { loadTokenizer } from '@mobillama/decoder';
 import { LlavaDataset } from './dataset.js';
 import { tokenizeSample, type TrainTemplate } from './masking.js';
+import { FIXTURE, VISION } from './test-fixtures.js';
 import { train } from './trainer.js';
 
 // One training step against PyTorch (scripts/reference/make_trainer_fixtures.py): the same
@@ -14,8 +14,6 @@ import { train } from './trainer.js';
 // parameter groups. Our run goes through the real path: data file → masking → collate →
 // ORT forward + generated backward → JS AdamW → mm_projector.safetensors.
 
-export const FIXTURE = fileURLToPath(new URL('../fixtures/tiny-vlm/', import.meta.url));
-export const VISION = fileURLToPath(new URL('../../vision/fixtures/clip-tiny/', import.meta.url));
 const KEYS = ['model.mm_projector.0.weight', 'model.mm_projector.0.bias', 'model.mm_projector.2.weight', 'model.mm_projector.2.bias'];
 
 async function readAll(path: string): Promise<Record<string, HostTensor>> {

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { IMAGE_TOKEN_ID } from '@mobillama/pipeline';
+import { MASKED, TRAIN_IO, collate, type LoadedSample } from './collate.js';
+import { IGNORE_INDEX } from './masking.js';
+
+const I = IGNORE_INDEX;
+const nums = (x: ArrayLike<bigint | number>) => Array.from(x, Number);
+const px = (v: number) => new Float32Array(3 * 2 * 2).fill(v);
+const opts = { imageTokens: 3, pixelShape: [3, 2, 2] as const, maxLength: 100 };
+
+describe('collate', () => {
+  it('splices image rows at the marker, pads right, shifts the labels into targets', () => {
+    const a: LoadedSample = { id: 'a', ids: [1, IMAGE_TOKEN_ID, 10, 11], labels: [I, I, 10, 11], image: 'a.png', pixels: px(1) };
+    const b: LoadedSample = { id: 'b', ids: [1, 20, 21], labels: [I, I, 21], image: null, pixels: null };
+    const mb = collate([a, b], opts);
+    const f = mb.feeds;
+    expect(nums(f[TRAIN_IO.textIds].data as BigInt64Array)).toEqual([1, 10, 11, 1, 20, 21]);
+    expect(f[TRAIN_IO.pixels].dims).toEqual([1, 3, 2, 2]);
+    // a: text row 0, image rows 6..8 (after the 6 text rows), text rows 1, 2; b: rows 3..5 then padding (row 0).
+    expect(f[TRAIN_IO.splice].dims).toEqual([2, 6]);
+    expect(nums(f[TRAIN_IO.splice].data as BigInt64Array)).toEqual([0, 6, 7, 8, 1, 2, 3, 4, 5, 0, 0, 0]);
+    expect(Array.from(f[TRAIN_IO.padBias].data as Float32Array)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, MASKED, MASKED, MASKED].map(Math.fround));
+    expect(nums(f[TRAIN_IO.positions].data as BigInt64Array)).toEqual([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]);
+    // Targets: a's spliced labels [I, I, I, I, 10, 11] → positions 3 and 4 predict 10 and 11;
+    // b's [I, I, 21] → position 1 (flat 6 + 1 = 7) predicts 21.
+    expect(nums(f[TRAIN_IO.targetIndex].data as BigInt64Array)).toEqual([3, 4, 7]);
+    expect(nums(f[TRAIN_IO.targetIds].data as BigInt64Array)).toEqual([10, 11, 21]);
+    expect(mb).toMatchObject({ tokens: 9, targets: 3, seq: 6, ids: ['a', 'b'] });
+  });
+
+  it('cuts spliced sequences at maxLength (image rows count), as LLaVA cuts to model_max_length', () => {
+    const a: LoadedSample = { id: 'a', ids: [1, IMAGE_TOKEN_ID, 10, 11], labels: [I, I, 10, 11], image: 'a.png', pixels: px(1) };
+    const mb = collate([a], { ...opts, maxLength: 5 });
+    expect(nums(mb.feeds[TRAIN_IO.splice].data as BigInt64Array)).toEqual([0, 2, 3, 4, 1]);
+    expect(nums(mb.feeds[TRAIN_IO.targetIds].data as BigInt64Array)).toEqual([10]);
+  });
+
+  it('a text-only batch still feeds one (unused) image', () => {
+    const mb = collate([{ id: 't', ids: [1, 5, 6], labels: [I, 5, 6], image: null, pixels: null }], opts);
+    expect(mb.feeds[TRAIN_IO.pixels].dims).toEqual([1, 3, 2, 2]);
+    expect(nums(mb.feeds[TRAIN_IO.splice].data as BigInt64Array)).toEqual([0, 1, 2]);
+    expect(mb.targets).toBe(2);
+  });
+
+  it('refuses a marker without pixels', () => {
+    expect(() => collate([{ id: 'x', ids: [1, IMAGE_TOKEN_ID], labels: [I, I], image: 'x', pixels: null }], opts)).toThrow(/sample x/);
+  });
+});
