@@ -3,3 +3,6 @@ export * from './weights.js';
 export * from './graph.js';
 export * from './preprocess.js';
 export * from './model.js';
+export * from './text/index.js';
+export * from './contrastive.js';
+export * from './clip-model.js';

@@ -1,0 +1,6 @@
+export * from './config.js';
+export * from './weights.js';
+export * from './graph.js';
+export * from './projection.js';
+export * from './bpe.js';
+export * from './tokenizer.js';
