@@ -7,6 +7,7 @@ import { registerExport } from './commands/export.js';
 import { registerServe } from './commands/serve.js';
 import { registerData } from './commands/data.js';
 import { registerTrain } from './commands/train.js';
+import { registerEval } from './commands/eval.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -25,6 +26,7 @@ registerExport(program);
 registerServe(program);
 registerData(program);
 registerTrain(program);
+registerEval(program);
 
 try {
   await program.parseAsync(process.argv);
