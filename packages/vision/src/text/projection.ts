@@ -9,6 +9,8 @@ export interface ClipHeads {
   readonly textProjection: WeightRef;
   /** The `logit_scale` parameter (a log; logits are scaled by its exp). */
   readonly logitScale: number;
+  /** The same parameter as a graph weight (training makes it trainable), shape as stored ([] or [1]). */
+  readonly logitScaleWeight: WeightRef;
   /** P, the joint embedding width. */
   readonly projectionDim: number;
 }
@@ -27,6 +29,7 @@ export async function loadClipHeads(
   };
   const visualProjection = await loadFloatWeight(src, need('visual_projection.weight'));
   const textProjection = await loadFloatWeight(src, need('text_projection.weight'));
+  const logitScaleWeight = await loadFloatWeight(src, need('logit_scale'));
   const scale = await readFloatWeight(src, need('logit_scale'));
   if (scale.data.length !== 1 || !Number.isFinite(scale.data[0])) throw new VisionConfigError(`${src.path}: logit_scale must be one finite number`);
   const [pv, dv] = visualProjection.shape, [pt, dt] = textProjection.shape;
@@ -40,5 +43,5 @@ export async function loadClipHeads(
   if (dims.projectionDim != null && dims.projectionDim !== pv) {
     throw new VisionConfigError(`config.json: projection_dim is ${dims.projectionDim} but the projections are ${pv} wide`);
   }
-  return { visualProjection, textProjection, logitScale: scale.data[0], projectionDim: pv };
+  return { visualProjection, textProjection, logitScale: scale.data[0], logitScaleWeight, projectionDim: pv };
 }

@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  GraphBuilder, addBackward, createSession, exportOnnx, gradcheck, nn, openWeights, readFloatWeight,
+  type Feeds, type HostTensor, type WeightSource,
+} from '@mobillama/core';
+import { clipContrastiveLossInto, clipLogitsInto } from './contrastive.js';
+import { clipVisionInto } from './graph.js';
+import { clipTextInto } from './text/graph.js';
+import { loadClipHeads } from './text/projection.js';
+import { CLIP_TEXT_FIXTURE, readGolden, relErr } from './text/testing.js';
+import { loadClipText } from './text/weights.js';
+import { loadClipVision } from './weights.js';
+
+let golden: Record<string, HostTensor>;
+beforeAll(async () => {
+  golden = await readGolden();
+});
+
+const f32 = (name: string) => golden[name].data as Float32Array;
+
+describe('clipContrastiveLossInto', () => {
+  it('equals HF clip_loss on random embeddings (PyTorch golden)', async () => {
+    const g = new GraphBuilder('clip_loss');
+    const img = g.input('img', 'float32', ['b', 16]);
+    const txt = g.input('txt', 'float32', ['b', 16]);
+    const scale = g.input('scale', 'float32', []);
+    const { loss, logitsPerImage, logitsPerText } = clipContrastiveLossInto(g, img, txt, scale);
+    g.output(loss, 'loss');
+    g.output(logitsPerImage, 'lpi');
+    g.output(logitsPerText, 'lpt');
+    const s = await createSession(exportOnnx(g.build()), { threads: 1 });
+    const out = await s.run({
+      img: { dtype: 'float32', dims: [4, 16], data: f32('loss_image_embeds') },
+      txt: { dtype: 'float32', dims: [4, 16], data: f32('loss_text_embeds') },
+      scale: { dtype: 'float32', dims: [], data: f32('loss_logit_scale') },
+    });
+    await s.release();
+    expect(out.loss.dims).toEqual([]);
+    expect(Math.abs((out.loss.data as Float32Array)[0] - f32('loss')[0])).toBeLessThan(1e-5);
+    // logits_per_image is logits_per_text transposed.
+    const lpi = out.lpi.data as Float32Array, lpt = out.lpt.data as Float32Array;
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) expect(lpi[i * 4 + j]).toBe(lpt[j * 4 + i]);
+  });
+
+  it('gradients match finite differences (embeddings and logit scale, float64)', async () => {
+    const r = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 1.3);
+    const results = await gradcheck((g) => {
+      const img = g.input('img', 'float32', [3, 5]);
+      const txt = g.input('txt', 'float32', [3, 5]);
+      const scale = g.input('scale', 'float32', [1]);
+      return { loss: clipContrastiveLossInto(g, img, txt, scale).loss, wrt: [img, txt, scale] };
+    }, {
+      img: { dims: [3, 5], data: r(15, 1) },
+      txt: { dims: [3, 5], data: r(15, 2) },
+      scale: { dims: [1], data: [0.8] },
+    });
+    for (const res of results) expect(res.relError, res.name).toBeLessThan(1e-6);
+    // and without normalisation (embeddings already on the sphere)
+    const raw = await gradcheck((g) => {
+      const img = g.input('img', 'float32', [2, 3]);
+      const txt = g.input('txt', 'float32', [2, 3]);
+      const scale = g.input('scale', 'float32', []);
+      return { loss: clipContrastiveLossInto(g, img, txt, scale, { normalize: false }).loss, wrt: [img, txt, scale] };
+    }, { img: { dims: [2, 3], data: r(6, 3) }, txt: { dims: [2, 3], data: r(6, 4) }, scale: { dims: [], data: [0.3] } });
+    for (const res of raw) expect(res.relError, res.name).toBeLessThan(1e-6);
+  });
+
+  it('clipLogitsInto works for unequal image and text counts (zero-shot)', async () => {
+    const g = new GraphBuilder('logits');
+    const img = g.input('img', 'float32', [1, 16]);
+    const txt = g.input('txt', 'float32', [4, 16]);
+    g.output(clipLogitsInto(g, img, txt, g.scalar(Math.log(2))).logitsPerImage, 'lpi');
+    const s = await createSession(exportOnnx(g.build()), { threads: 1 });
+    const out = await s.run({
+      img: { dtype: 'float32', dims: [1, 16], data: f32('image_embeds') },
+      txt: { dtype: 'float32', dims: [4, 16], data: f32('text_embeds') },
+    });
+    await s.release();
+    const want = Array.from(f32('logits_per_image'), (x) => (x / Math.exp(2.6592)) * 2);
+    expect(relErr(out.lpi.data as Float32Array, want)).toBeLessThan(1e-5);
+  });
+});
+
+describe('a CLIP contrastive training step on the clip-text fixture', () => {
+  let src: WeightSource;
+  afterAll(async () => {
+    await src?.close();
+  });
+
+  it('loss and weight gradients through both towers match PyTorch autograd', async () => {
+    src = await openWeights(CLIP_TEXT_FIXTURE);
+    const vision = await loadClipVision(CLIP_TEXT_FIXTURE, { source: src });
+    const text = await loadClipText(CLIP_TEXT_FIXTURE, { source: src });
+    const heads = await loadClipHeads(src, '', { visionHidden: 32, textHidden: 32 });
+    const checked: Record<string, string> = {
+      grad_text_projection: 'text_projection.weight',
+      grad_visual_projection: 'visual_projection.weight',
+      grad_logit_scale: 'logit_scale',
+      grad_text_q_proj0: 'text_model.encoder.layers.0.self_attn.q_proj.weight',
+      grad_text_final_ln: 'text_model.final_layer_norm.weight',
+      grad_class_embedding: 'vision_model.embeddings.class_embedding',
+    };
+    // Everything trainable, as contrastive pretraining from scratch trains it.
+    const trainable = new Set(src.names().filter((n) => !n.endsWith('position_ids')));
+    const g = new GraphBuilder('clip_train', trainable);
+    const pixels = g.input('pixel_values', 'float32', ['batch', 3, 32, 32]);
+    const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
+    const img = nn.linear(g, clipVisionInto(g, pixels, vision.config, vision.weights, { pooled: true }).pooled!, g.param(heads.visualProjection));
+    const txt = nn.linear(g, clipTextInto(g, ids, text.config, text.weights).pooled, g.param(heads.textProjection));
+    const { loss } = clipContrastiveLossInto(g, img, txt, g.param(heads.logitScaleWeight));
+    const params = g.inputs.filter((v) => trainable.has(v.name));
+    expect(params.length).toBe(trainable.size);
+    const grads = addBackward(g, loss, params);
+    g.output(loss, 'loss');
+    for (const name of Object.values(checked)) g.output(grads.get(params.find((p) => p.name === name)!)!, `grad:${name}`);
+    const s = await createSession(exportOnnx(g.build()), { threads: 1 });
+    const feeds: Feeds = {
+      pixel_values: { dtype: 'float32', dims: golden.train_pixel_values.shape, data: f32('train_pixel_values') },
+      input_ids: { dtype: 'int64', dims: golden.train_ids.shape, data: golden.train_ids.data as BigInt64Array },
+    };
+    for (const p of params) {
+      const t = await readFloatWeight(src, p.name);
+      feeds[p.name] = { dtype: 'float32', dims: t.shape, data: t.data };
+    }
+    const out = await s.run(feeds);
+    await s.release();
+    expect(Math.abs((out.loss.data as Float32Array)[0] - f32('train_loss')[0])).toBeLessThan(1e-5);
+    for (const [k, name] of Object.entries(checked)) {
+      expect(relErr(out[`grad:${name}`].data as Float32Array, f32(k)), name).toBeLessThan(1e-4);
+    }
+  });
+});
