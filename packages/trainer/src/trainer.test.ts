@@ -1,0 +1,153 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createSession, exportOnnx, memoryWeight, openSafetensors, openWeights, type Feeds, type HostTensor, type WeightRef } from '@mobillama/core';
+import { loadDecoder } from '@mobillama/decoder';
+import { loadClipVision } from '@mobillama/vision';
+import { TRAIN_IO, collate } from './collate.js';
+import { resolveConfig, type TrainConfigInput } from './config.js';
+import { LlavaDataset } from './dataset.js';
+import { buildTrainGraph, type TrainModelParts } from './graph.js';
+import { loadSample } from './loader.js';
+import { loadTrainModel, materializeParams } from './model.js';
+import { materialize } from './params.js';
+import { Rng } from './rng.js';
+import { FIXTURE, VISION } from './test-fixtures.js';
+import { train } from './trainer.js';
+
+const dirs: string[] = [];
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }); });
+async function tmp(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'trainer-'));
+  dirs.push(d);
+  return d;
+}
+const quiet = { progress: { write: () => true } };
+const base = (output: string): TrainConfigInput => ({
+  stage: 'pretrain', template: 'vicuna_v1', vision: VISION, decoder: join(FIXTURE, 'decoder'), projector: join(FIXTURE, 'projector.safetensors'),
+  data: join(FIXTURE, 'data.json'), imageFolder: join(FIXTURE, 'images'), output, threads: 2, worker: false, shuffle: false,
+  lrScheduler: 'constant', warmupRatio: 0, maxGradNorm: 0,
+});
+
+async function tensors(path: string): Promise<Record<string, HostTensor>> {
+  const src = await openSafetensors(path);
+  const out: Record<string, HostTensor> = {};
+  for (const n of src.names()) out[n] = await src.read(n);
+  await src.close();
+  return out;
+}
+
+function maxDiff(a: HostTensor, b: HostTensor): number {
+  const x = a.data as Float32Array, y = b.data as Float32Array;
+  let d = 0;
+  for (let i = 0; i < x.length; i++) d = Math.max(d, Math.abs(x[i] - y[i]));
+  return d;
+}
+
+describe('train()', () => {
+  it('gradient accumulation averages over all supervised tokens: batch 2 = 2 micro-batches of 1', async () => {
+    const a = await tmp(), b = await tmp();
+    const ra = await train({ ...base(a), batchSize: 2, maxSteps: 1 }, quiet);
+    const rb = await train({ ...base(b), batchSize: 1, gradientAccumulationSteps: 2, maxSteps: 1 }, quiet);
+    expect(rb.records[0].loss).toBeCloseTo(ra.records[0].loss, 6);
+    expect(rb.records[0].grad_norm).toBeCloseTo(ra.records[0].grad_norm, 6);
+    const pa = await tensors(join(a, 'mm_projector.safetensors')), pb = await tensors(join(b, 'mm_projector.safetensors'));
+    for (const k of Object.keys(pa)) expect(maxDiff(pa[k], pb[k]), k).toBeLessThan(1e-6);
+  });
+
+  it('finetune with --tune-vision on text-only samples writes a loadable HF decoder and a whole vision tower', async () => {
+    const out = await tmp();
+    const r = await train({ ...base(out), stage: 'finetune', tuneVision: true, data: join(FIXTURE, 'text.json'), maxSteps: 2, learningRate: 1e-3 }, quiet);
+    expect(r.records.map((x) => x.step)).toEqual([1, 2]);
+    expect(r.records[1].loss).toBeLessThan(r.records[0].loss); // the same text sample twice
+    const dec = await loadDecoder(join(out, 'decoder'));
+    expect(dec.config.ffnOfLayer).toEqual([0, 0]); // the shared FFN stays shared (stored once)
+    const names = dec.source.names();
+    expect(names).toContain('lm_head.weight');
+    expect(names.filter((n) => n.includes('.mlp.'))).toEqual(expect.arrayContaining(['model.layers.0.mlp.gate_proj.weight']));
+    expect(names.some((n) => n.startsWith('model.layers.1.mlp.'))).toBe(false);
+    // The exported embedding is the trained one (the image path did not run: text-only data).
+    const orig = await openWeights(join(FIXTURE, 'decoder'));
+    const e0 = await orig.read('model.embed_tokens.weight'), e1 = await dec.source.read('model.embed_tokens.weight');
+    expect(maxDiff(e0, e1)).toBeGreaterThan(0);
+    await orig.close();
+    await dec.source.close();
+    const v = await loadClipVision(join(out, 'vision_tower'));
+    expect(v.config.numLayers).toBe(3);
+    expect(v.source.names()).toContain('vision_model.post_layernorm.weight'); // untouched parts copied
+    await v.source.close();
+    expect((await readdir(out)).sort()).toEqual(expect.arrayContaining(['checkpoint-2', 'decoder', 'log.jsonl', 'loss.svg', 'mm_projector.safetensors', 'vision_tower']));
+  });
+});
+
+describe('LoRA', () => {
+  it('the adapted graph equals the base model with W + (alpha/r)·B·A merged, shared FFN adapter in every layer', async () => {
+    const cfg = resolveConfig({ ...base(await tmp()), stage: 'lora', loraR: 4, loraAlpha: 8 });
+    const model = await loadTrainModel(cfg);
+    try {
+      const rng = Rng.seeded(1, 'test');
+      for (const [name, p] of model.fresh) if (name.endsWith('lora_B.weight')) rng.uniform(p.data, 0.3);
+      const ds = await LlavaDataset.open(cfg.data);
+      const opts = { tokenizer: model.tokenizer, template: cfg.template, modelMaxLength: 2048, imageFolder: cfg.imageFolder, preprocess: model.vision.config.preprocess, aspect: cfg.imageAspectRatio };
+      const mb = collate([await loadSample(ds, 0, opts), await loadSample(ds, 1, opts)], {
+        imageTokens: model.imageTokens, maxLength: 2048, pixelShape: [3, 32, 32],
+      });
+      await ds.close();
+      const nll = async (parts: TrainModelParts, lora: boolean): Promise<number> => {
+        const tg = buildTrainGraph(parts, { trainable: model.trainable, lora: lora ? model.lora! : undefined, backward: false });
+        const params = await materializeParams(model, tg.params);
+        const feeds: Feeds = { ...mb.feeds };
+        for (const p of params) feeds[p.name] = { dtype: 'float32', dims: p.shape, data: p.data };
+        const s = await createSession(exportOnnx(tg.graph), { threads: 2 });
+        const out = await s.run(feeds);
+        await s.release();
+        return (out[TRAIN_IO.nll].data as Float32Array)[0];
+      };
+      const withLora = await nll(model.parts, true);
+      const scale = cfg.loraAlpha / cfg.loraR;
+      const merge = async (ref: WeightRef): Promise<WeightRef> => {
+        const w = await materialize(ref);
+        const A = model.fresh.get(ref.name.replace(/weight$/, 'lora_A.weight'))!.data, B = model.fresh.get(ref.name.replace(/weight$/, 'lora_B.weight'))!.data;
+        const [out, inF] = ref.shape, r = cfg.loraR;
+        for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
+          let s = 0;
+          for (let k = 0; k < r; k++) s += B[o * r + k] * A[k * inF + i];
+          w[o * inF + i] += scale * s;
+        }
+        return memoryWeight(ref.name, { dtype: 'F32', shape: ref.shape, data: w });
+      };
+      const w = model.parts.decoder.weights;
+      const merged: TrainModelParts = {
+        ...model.parts,
+        decoder: {
+          ...model.parts.decoder,
+          weights: {
+            ...w,
+            layers: await Promise.all(w.layers.map(async (l) => ({ ...l, attn: { q: await merge(l.attn.q), k: await merge(l.attn.k), v: await merge(l.attn.v), o: await merge(l.attn.o) } }))),
+            ffns: await Promise.all(w.ffns.map(async (f) => ({ gate: await merge(f.gate), up: await merge(f.up), down: await merge(f.down) }))),
+          },
+        },
+      };
+      const plain = await nll(merged, false);
+      const baseLoss = await nll(model.parts, false);
+      expect(Math.abs(withLora - baseLoss)).toBeGreaterThan(1e-2); // the adapters do something
+      expect(Math.abs(withLora - plain) / Math.abs(plain)).toBeLessThan(1e-5);
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('saves PEFT-named adapters: q/k/v/o per layer, the shared FFN once', async () => {
+    const out = await tmp();
+    await train({ ...base(out), stage: 'lora', loraR: 4, loraAlpha: 8, maxSteps: 1 }, quiet);
+    const t = await tensors(join(out, 'adapter_model.safetensors'));
+    const keys = Object.keys(t).sort();
+    expect(keys).toHaveLength(2 * (2 * 4 + 3));
+    expect(keys).toContain('base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight');
+    expect(keys).toContain('base_model.model.model.layers.0.mlp.down_proj.lora_A.weight');
+    expect(keys.some((k) => k.startsWith('base_model.model.model.layers.1.mlp'))).toBe(false);
+    expect(t['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'].shape).toEqual([4, 48]);
+    expect(t['base_model.model.model.layers.0.mlp.down_proj.lora_B.weight'].shape).toEqual([48, 4]);
+  });
+});
