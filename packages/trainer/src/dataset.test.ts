@@ -74,7 +74,7 @@ describe('LlavaDataset', () => {
       out.write(`${i ? ',' : ''}${JSON.stringify(e)}`);
     }
     out.end(']');
-    await new Promise((r) => out.on('close', r));
+    await new Promise<void>((r) => out.on('close', () => r()));
     global.gc?.();
     const before = process.memoryUsage();
     const ds = await LlavaDataset.open(p);
