@@ -45,7 +45,7 @@ export interface HfClipTextConfigJson {
 }
 
 /** A CLIPModel config (text_config inside) or a CLIPTextModel(WithProjection) one (fields at the top). */
-export interface HfClipModelConfigJson extends HfClipConfigJson {
+export interface HfClipModelConfigJson extends HfClipConfigJson, Omit<HfClipTextConfigJson, keyof HfClipConfigJson> {
   text_config?: HfClipTextConfigJson;
   logit_scale_init_value?: number;
 }
@@ -59,7 +59,7 @@ const TEXT_DEFAULTS = {
 
 /** The object holding the text fields: `text_config`, or the top level of a CLIPTextModel config. */
 export function textSection(c: HfClipModelConfigJson, file = 'config.json'): HfClipTextConfigJson {
-  if (c.model_type === 'clip_text_model') return c as HfClipTextConfigJson;
+  if (c.model_type === 'clip_text_model') return c;
   if (c.text_config) return c.text_config;
   throw new VisionConfigError(`${file}: no text_config (not a CLIPModel or CLIPTextModel config)`);
 }
