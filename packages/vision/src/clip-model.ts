@@ -1,6 +1,6 @@
 import {
   ConfigError, GraphBuilder, createSession, createWorkerSession, exportOnnx, nn, openWeights, readJsonFile,
-  type Graph, type Session, type SessionOptions, type WeightSource,
+  type Graph, type Session, type SessionOptions, type Value, type WeightSource,
 } from '@mobillama/core';
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
@@ -51,6 +51,51 @@ export function buildClipTextEmbedGraph(text: LoadedClipText, heads: ClipHeads, 
   return g.build();
 }
 
+/** Everything of a CLIPModel folder, for graphs of one's own (training, other heads). */
+export interface LoadedClip {
+  readonly vision: LoadedClipVision;
+  readonly text: LoadedClipText;
+  readonly heads: ClipHeads;
+  readonly tokenizer: ClipTokenizer;
+  /** The one open weight source both towers read; close it when done. */
+  readonly source: WeightSource;
+}
+
+/** Loads a HF CLIPModel folder: config.json, weights (all vision layers), projections, logit_scale, tokenizer. */
+export async function loadClip(dir: string): Promise<LoadedClip> {
+  if (!await isDirectory(dir)) throw new ConfigError(`${dir}: no such CLIP model folder`);
+  const configJson = await readJsonFile<HfClipModelConfigJson>(join(dir, 'config.json'));
+  const source = await openWeights(dir);
+  try {
+    const vision = await loadClipVision(dir, { source, configJson });
+    const text = await loadClipText(dir, { source, configJson });
+    if (text.prefix !== vision.prefix) throw new ConfigError(`${dir}: the towers sit under different prefixes (${vision.prefix || "''"}, ${text.prefix || "''"})`);
+    const heads = await loadClipHeads(source, vision.prefix, {
+      visionHidden: vision.config.hiddenSize, textHidden: text.config.hiddenSize, projectionDim: configJson.projection_dim ?? null,
+    });
+    const tokenizer = await ClipTokenizer.load(dir, { maxLength: text.config.maxPositions });
+    return { vision, text, heads, tokenizer, source };
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+/**
+ * Both towers and projections in one graph: pixel_values [B, C, S, S] and input_ids [B', T]
+ * to projected, unnormalised image and text embeddings [B, P], [B', P] (HF
+ * get_image_features / get_text_features). With the weights made trainable through the
+ * builder and {@link clipContrastiveLossInto} on top, this is CLIP's training graph.
+ */
+export function clipEmbedsInto(
+  g: GraphBuilder, pixels: Value, inputIds: Value, clip: Pick<LoadedClip, 'vision' | 'text' | 'heads'>,
+): { imageEmbeds: Value; textEmbeds: Value } {
+  const { pooled } = clipVisionInto(g, pixels, clip.vision.config, clip.vision.weights, { pooled: true });
+  const imageEmbeds = nn.linear(g, pooled!, g.param(clip.heads.visualProjection));
+  const textEmbeds = nn.linear(g, clipTextInto(g, inputIds, clip.text.config, clip.text.weights).pooled, g.param(clip.heads.textProjection));
+  return { imageEmbeds, textEmbeds };
+}
+
 /**
  * A full CLIP (both towers, projections, temperature, tokenizer) for zero-shot use: a HF
  * CLIPModel folder (openai/clip-vit-*, or the micro model's CLIP).
@@ -68,27 +113,18 @@ export class ClipModel {
   ) {}
 
   static async load(dir: string, opts: ClipModelOptions = {}): Promise<ClipModel> {
-    if (!await isDirectory(dir)) throw new ConfigError(`${dir}: no such CLIP model folder`);
-    const configJson = await readJsonFile<HfClipModelConfigJson>(join(dir, 'config.json'));
-    const source = await openWeights(dir);
+    const parts = await loadClip(dir);
     const sessions: Session[] = [];
     try {
-      const vision = await loadClipVision(dir, { source, configJson });
-      const text = await loadClipText(dir, { source, configJson });
-      if (text.prefix !== vision.prefix) throw new ConfigError(`${dir}: the towers sit under different prefixes (${vision.prefix || "''"}, ${text.prefix || "''"})`);
-      const heads = await loadClipHeads(source, vision.prefix, {
-        visionHidden: vision.config.hiddenSize, textHidden: text.config.hiddenSize, projectionDim: configJson.projection_dim ?? null,
-      });
-      const tokenizer = await ClipTokenizer.load(dir, { maxLength: text.config.maxPositions });
       const { worker, threads, optimizationLevel, allowSpinning } = opts;
       const sessionOpts: SessionOptions = { threads, optimizationLevel, allowSpinning };
       const start = (graph: Graph) => worker ? createWorkerSession(exportOnnx(graph), sessionOpts) : createSession(exportOnnx(graph), sessionOpts);
-      sessions.push(await start(buildClipImageEmbedGraph(vision, heads)));
-      sessions.push(await start(buildClipTextEmbedGraph(text, heads)));
-      return new ClipModel(vision.config, text.config, tokenizer, heads, source, sessions[0], sessions[1], opts);
+      sessions.push(await start(buildClipImageEmbedGraph(parts.vision, parts.heads)));
+      sessions.push(await start(buildClipTextEmbedGraph(parts.text, parts.heads)));
+      return new ClipModel(parts.vision.config, parts.text.config, parts.tokenizer, parts.heads, parts.source, sessions[0], sessions[1], opts);
     } catch (e) {
       for (const s of sessions) await s.release();
-      await source.close();
+      await parts.source.close();
       throw e;
     }
   }

@@ -1,15 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  GraphBuilder, addBackward, createSession, exportOnnx, gradcheck, nn, openWeights, readFloatWeight,
+  GraphBuilder, addBackward, createSession, exportOnnx, gradcheck, readFloatWeight,
   type Feeds, type HostTensor, type WeightSource,
 } from '@mobillama/core';
+import { clipEmbedsInto, loadClip } from './clip-model.js';
 import { clipContrastiveLossInto, clipLogitsInto } from './contrastive.js';
-import { clipVisionInto } from './graph.js';
-import { clipTextInto } from './text/graph.js';
-import { loadClipHeads } from './text/projection.js';
 import { CLIP_TEXT_FIXTURE, readGolden, relErr } from './text/testing.js';
-import { loadClipText } from './text/weights.js';
-import { loadClipVision } from './weights.js';
 
 let golden: Record<string, HostTensor>;
 beforeAll(async () => {
@@ -88,10 +84,8 @@ describe('a CLIP contrastive training step on the clip-text fixture', () => {
   });
 
   it('loss and weight gradients through both towers match PyTorch autograd', async () => {
-    src = await openWeights(CLIP_TEXT_FIXTURE);
-    const vision = await loadClipVision(CLIP_TEXT_FIXTURE, { source: src });
-    const text = await loadClipText(CLIP_TEXT_FIXTURE, { source: src });
-    const heads = await loadClipHeads(src, '', { visionHidden: 32, textHidden: 32 });
+    const clip = await loadClip(CLIP_TEXT_FIXTURE);
+    src = clip.source;
     const checked: Record<string, string> = {
       grad_text_projection: 'text_projection.weight',
       grad_visual_projection: 'visual_projection.weight',
@@ -105,9 +99,8 @@ describe('a CLIP contrastive training step on the clip-text fixture', () => {
     const g = new GraphBuilder('clip_train', trainable);
     const pixels = g.input('pixel_values', 'float32', ['batch', 3, 32, 32]);
     const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-    const img = nn.linear(g, clipVisionInto(g, pixels, vision.config, vision.weights, { pooled: true }).pooled!, g.param(heads.visualProjection));
-    const txt = nn.linear(g, clipTextInto(g, ids, text.config, text.weights).pooled, g.param(heads.textProjection));
-    const { loss } = clipContrastiveLossInto(g, img, txt, g.param(heads.logitScaleWeight));
+    const { imageEmbeds, textEmbeds } = clipEmbedsInto(g, pixels, ids, clip);
+    const { loss } = clipContrastiveLossInto(g, imageEmbeds, textEmbeds, g.param(clip.heads.logitScaleWeight));
     const params = g.inputs.filter((v) => trainable.has(v.name));
     expect(params.length).toBe(trainable.size);
     const grads = addBackward(g, loss, params);

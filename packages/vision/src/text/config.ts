@@ -47,6 +47,8 @@ export interface HfClipTextConfigJson {
 /** A CLIPModel config (text_config inside) or a CLIPTextModel(WithProjection) one (fields at the top). */
 export interface HfClipModelConfigJson extends HfClipConfigJson, Omit<HfClipTextConfigJson, keyof HfClipConfigJson> {
   text_config?: HfClipTextConfigJson;
+  /** transformers < 4.25 wrote the user-given fields here; they override text_config. */
+  text_config_dict?: HfClipTextConfigJson | null;
   logit_scale_init_value?: number;
 }
 
@@ -60,7 +62,7 @@ const TEXT_DEFAULTS = {
 /** The object holding the text fields: `text_config`, or the top level of a CLIPTextModel config. */
 export function textSection(c: HfClipModelConfigJson, file = 'config.json'): HfClipTextConfigJson {
   if (c.model_type === 'clip_text_model') return c;
-  if (c.text_config) return c.text_config;
+  if (c.text_config || c.text_config_dict) return { ...c.text_config, ...c.text_config_dict };
   throw new VisionConfigError(`${file}: no text_config (not a CLIPModel or CLIPTextModel config)`);
 }
 
