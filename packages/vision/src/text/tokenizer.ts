@@ -28,6 +28,29 @@ const GPT2_SPLIT = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p
 export const CLIP_BOS = '<|startoftext|>';
 export const CLIP_EOS = '<|endoftext|>';
 
+/** The normalizer transformers' CLIPConverter writes into tokenizer.json. */
+export const CLIP_NORMALIZER: Readonly<Json> = {
+  type: 'Sequence',
+  normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: String.raw`\s+` }, content: ' ' }, { type: 'Lowercase' }],
+};
+
+/** The pre-tokenizer transformers' CLIPConverter writes into tokenizer.json. */
+export const CLIP_PRE_TOKENIZER: Readonly<Json> = {
+  type: 'Sequence',
+  pretokenizers: [
+    { type: 'Split', pattern: { Regex: String.raw`<\|startoftext\|>|<\|endoftext\|>|` + CLIP_SPLIT }, behavior: 'Removed', invert: true },
+    { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+  ],
+};
+
+let clipPipeline: { normalize: Normalize; preTokenize: PreTokenize } | undefined;
+
+/** A text's byte-level words as CLIP's pipeline cuts them (normalised, split, byte-mapped), before BPE. */
+export function clipWords(text: string): string[] {
+  clipPipeline ??= { normalize: normalizerOf(CLIP_NORMALIZER, 'CLIP'), preTokenize: preTokenizerOf(CLIP_PRE_TOKENIZER, 'CLIP') };
+  return clipPipeline.preTokenize([clipPipeline.normalize(text)]);
+}
+
 function regexOf(pattern: unknown, where: string): RegExp {
   if (isRecord(pattern) && typeof pattern.Regex === 'string') {
     try {
@@ -246,11 +269,8 @@ export class ClipTokenizer {
     const special = (e: [string, number] | undefined) => (e ? [{ id: e[1], content: e[0], special: true }] : []);
     return ClipTokenizer.fromJson({
       added_tokens: [...special(bos), ...special(eos)],
-      normalizer: { type: 'Sequence', normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: String.raw`\s+` }, content: ' ' }, { type: 'Lowercase' }] },
-      pre_tokenizer: { type: 'Sequence', pretokenizers: [
-        { type: 'Split', pattern: { Regex: CLIP_SPLIT }, behavior: 'Removed', invert: true },
-        { type: 'ByteLevel', add_prefix_space: false, use_regex: true },
-      ] },
+      normalizer: CLIP_NORMALIZER,
+      pre_tokenizer: CLIP_PRE_TOKENIZER,
       post_processor: { type: 'RobertaProcessing', cls: [CLIP_BOS, bos?.[1]], sep: [CLIP_EOS, eos?.[1]] },
       model: { type: 'BPE', unk_token: CLIP_EOS, continuing_subword_prefix: '', end_of_word_suffix: '</w>', vocab: vocabJson, merges },
     }, tokenizerConfig, opts, 'vocab.json');
