@@ -212,7 +212,7 @@ export class ClipTokenizer {
     this.padId = (specials.pad !== undefined ? idOf(specials.pad) : undefined) ?? eos;
     if (!Number.isInteger(maxLength) || maxLength < 2) throw new ClipTokenizerError(`${where}: max length ${maxLength} leaves no room for BOS and EOS`);
     this.maxLength = maxLength;
-    this.vocabSize = Math.max(...this.idToToken.keys()) + 1;
+    this.vocabSize = [...this.idToToken.keys()].reduce((m, id) => Math.max(m, id), -1) + 1;
     const escaped = [...this.added.keys()].sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
     this.addedRe = escaped.length ? new RegExp(escaped.join('|'), 'gu') : null;
     this.suffix = suffix;
