@@ -18,3 +18,4 @@ export { sameTensor } from './weights/compare.js';
 export * from './autodiff/index.js';
 export * from './weights/torch-bin-writer.js';
 export * from './config-file.js';
+export * from './quant/index.js';

@@ -1,0 +1,3 @@
+export * from './block.js';
+export * from './layout.js';
+export * from './linear.js';
