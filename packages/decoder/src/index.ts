@@ -7,3 +7,5 @@ export * from './text-stream.js';
 export * from './generate.js';
 export * from './tokenizer/index.js';
 export * from './text-generator.js';
+export * from './graph-fast.js';
+export * from './inference-weights.js';

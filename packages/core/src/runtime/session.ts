@@ -39,10 +39,15 @@ export async function createSession(artifact: OnnxArtifact, opts: SessionOptions
   return {
     inputNames: s.inputNames,
     outputNames: s.outputNames,
-    async run(feeds: Feeds, outputNames?: readonly string[]) {
+    async run(feeds: Feeds, outputNames?: readonly string[], preallocated?: Readonly<Record<string, RunTensor>>) {
       const ortFeeds: Record<string, Tensor> = {};
       for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrtTensor(v);
-      const out = outputNames ? await s.run(ortFeeds, outputNames as string[]) : await s.run(ortFeeds);
+      let out: InferenceSession.ReturnType;
+      if (preallocated) {
+        const fetches: Record<string, Tensor | null> = {};
+        for (const n of outputNames ?? s.outputNames) fetches[n] = preallocated[n] ? toOrtTensor(preallocated[n]) : null;
+        out = await s.run(ortFeeds, fetches as InferenceSession.FetchesType);
+      } else out = outputNames ? await s.run(ortFeeds, outputNames as string[]) : await s.run(ortFeeds);
       const res: Record<string, RunTensor> = {};
       for (const [k, v] of Object.entries(out)) res[k] = fromOrtTensor(v);
       return res;

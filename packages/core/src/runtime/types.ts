@@ -21,6 +21,11 @@ export interface SessionOptions {
 export interface Session {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  run(feeds: Feeds, outputNames?: readonly string[]): Promise<Record<string, RunTensor>>;
+  /**
+   * `preallocated` names outputs ORT should write into the given buffers (in-thread sessions
+   * only): a buffer that is also fed as an input is updated in place (GroupQueryAttention's
+   * shared KV cache). onnxruntime-node still returns a copy of every output.
+   */
+  run(feeds: Feeds, outputNames?: readonly string[], preallocated?: Readonly<Record<string, RunTensor>>): Promise<Record<string, RunTensor>>;
   release(): Promise<void>;
 }

@@ -54,8 +54,8 @@ export async function createWorkerSession(artifact: OnnxArtifact, opts: SessionO
   return {
     inputNames: names.inputNames,
     outputNames: names.outputNames,
-    run: (feeds: Feeds, outputNames?: readonly string[]) =>
-      call({ kind: 'run', feeds, outputNames }, transferablesOf(Object.values(feeds).map((t) => t.data))),
+    run: (feeds: Feeds, outputNames?: readonly string[], preallocated?: Readonly<Record<string, RunTensor>>) =>
+      preallocated ? Promise.reject(new Error('preallocated outputs need an in-thread session')) : call({ kind: 'run', feeds, outputNames }, transferablesOf(Object.values(feeds).map((t) => t.data))),
     async release() {
       if (!dead) await call({ kind: 'release' }).catch(() => undefined);
       await worker.terminate();

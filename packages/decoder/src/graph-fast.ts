@@ -1,0 +1,153 @@
+import { GraphBuilder, linearInto, nn, type Graph, type LinearLowering, type Value } from '@mobillama/core';
+import type { DecoderConfig } from './config.js';
+import type { InferenceFfn, InferenceWeights } from './inference-weights.js';
+
+// The inference lowering of the decoder with ORT's fused CPU ops: SimplifiedLayerNormalization
+// and SkipSimplifiedLayerNormalization (residual add + RMSNorm in one kernel), RotaryEmbedding
+// or GroupQueryAttention's own rotary, and each linear layer on the kernel of its weight
+// format (core/quant/linear.ts). decoderInto (graph.ts) stays the primitive lowering that
+// training differentiates; both compute the same function.
+//
+// Attention has two lowerings, both with the KV cache in caller-owned buffers of a fixed
+// capacity C per layer ([B, KV, C, D], positions ≥ the cached length are scratch):
+// - 'capacity': the graph reads the buffers as they are (zero-copy inputs) and scores the
+//   new queries against all C slots plus the new keys; the bias masks unused slots. Only
+//   the new rows come out (new_key.i / new_value.i, [B, KV, T, D]) and the caller writes
+//   them into its buffers. No step copies the cache.
+// - 'gqa': com.microsoft GroupQueryAttention with do_rotary, past and present sharing one
+//   buffer (the buffers go in as past_key.i and as preallocated present_key.i outputs, so ORT
+//   writes the new rows in place). onnxruntime-node still copies every fetched output back
+//   into a new ArrayBuffer, so each step copies the whole cache once (measured in the
+//   README). Needs head_dim % 16 == 0 and positions that follow the cache slots.
+
+export type AttentionLowering = 'capacity' | 'gqa';
+
+/** Graph inputs and outputs of the fused decoder graph. */
+export const FAST_IO = {
+  embeds: 'inputs_embeds',
+  positions: 'position_ids',
+  /** capacity: [B, 1, T, C + T] (C = 0 when the cache is empty); gqa: [B, 1, T, P + T]. */
+  bias: 'attention_bias',
+  logitsIndex: 'logits_index',
+  /** gqa only: int32 [B], total length − 1 per row; and the int32 scalar total length. */
+  seqlensK: 'seqlens_k',
+  totalLength: 'total_sequence_length',
+  pastKey: (i: number) => `past_key.${i}`,
+  pastValue: (i: number) => `past_value.${i}`,
+  /** capacity only: the new rows, [B, KV, T, D]. */
+  newKey: (i: number) => `new_key.${i}`,
+  newValue: (i: number) => `new_value.${i}`,
+  /** gqa only: the shared buffers, [B, KV, C, D]. */
+  presentKey: (i: number) => `present_key.${i}`,
+  presentValue: (i: number) => `present_value.${i}`,
+  logits: 'logits',
+} as const;
+
+export interface FastGraphOptions extends LinearLowering {
+  attention: AttentionLowering;
+}
+
+/** Whether GroupQueryAttention's rotary can run this model (ORT requires head_size % 16 == 0). */
+export function gqaSupported(cfg: DecoderConfig): boolean {
+  return cfg.headDim % 16 === 0;
+}
+
+/** cos/sin caches [maxPositions, D/2] (rotate_half convention), computed in float64. */
+export function rotaryCaches(cfg: DecoderConfig): { cos: Float32Array; sin: Float32Array } {
+  const half = cfg.headDim / 2, n = cfg.maxPositions;
+  const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+  for (let i = 0; i < half; i++) {
+    // HF computes inv_freq in float32; round it the same way before multiplying.
+    const invFreq = Math.fround(1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim));
+    for (let p = 0; p < n; p++) {
+      const a = Math.fround(p * invFreq);
+      cos[p * half + i] = Math.cos(a);
+      sin[p * half + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+}
+
+const MS = 'com.microsoft';
+
+function skipNorm(g: GraphBuilder, x: Value, skip: Value, w: Value, eps: number): { normed: Value; sum: Value } {
+  const f = { dtype: 'float32' as const, shape: skip.shape };
+  const [normed, , , sum] = g.nodeMulti('SkipSimplifiedLayerNormalization', [x, skip, w], { epsilon: { float: eps } }, [f, f, f, f], MS);
+  return { normed, sum };
+}
+
+function feedForward(g: GraphBuilder, x: Value, ffn: InferenceFfn, lo: LinearLowering): Value {
+  const gate = linearInto(g, x, ffn.gate, null, lo);
+  return linearInto(g, g.mul(g.mul(gate, g.sigmoid(gate)), linearInto(g, x, ffn.up, null, lo)), ffn.down, null, lo);
+}
+
+/** The fused inference graph; see FAST_IO for its inputs and outputs. */
+export function buildFastDecoderGraph(cfg: DecoderConfig, w: InferenceWeights, opts: FastGraphOptions, g = new GraphBuilder('mobillama_decoder_fast')): Graph {
+  const { hiddenSize: H, numHeads: NH, numKvHeads: KV, headDim: D, rmsNormEps: eps } = cfg;
+  if (opts.attention === 'gqa' && !gqaSupported(cfg)) throw new Error(`GroupQueryAttention's rotary needs head_dim % 16 == 0, this model has ${D}`);
+  const io = FAST_IO;
+  const rep = NH / KV;
+  const embeds = g.input(io.embeds, 'float32', ['batch', 'seq', H]);
+  const positions = g.input(io.positions, 'int64', ['batch', 'seq']);
+  const bias = g.input(io.bias, 'float32', ['batch', 1, 'seq', 'total']);
+  const logitsIndex = g.input(io.logitsIndex, 'int64', ['n_logits']);
+  const gqa = opts.attention === 'gqa';
+  const seqlensK = gqa ? g.input(io.seqlensK, 'int32', ['batch']) : null;
+  const totalLength = gqa ? g.input(io.totalLength, 'int32', []) : null;
+  const tables = rotaryCaches(cfg);
+  const half = D / 2;
+  const cos = g.weight('rotary_cos', { dtype: 'F32', shape: [cfg.maxPositions, half], data: tables.cos });
+  const sin = g.weight('rotary_sin', { dtype: 'F32', shape: [cfg.maxPositions, half], data: tables.sin });
+  const scale = 1 / Math.sqrt(D);
+  const rotary = (x: Value, heads: number) =>
+    g.node('RotaryEmbedding', [x, positions, cos, sin], { num_heads: heads }, { dtype: 'float32', shape: x.shape, domain: MS });
+  const past = w.layers.map((_, i) => ({
+    key: g.input(io.pastKey(i), 'float32', ['batch', KV, 'capacity', D]),
+    value: g.input(io.pastValue(i), 'float32', ['batch', KV, 'capacity', D]),
+  }));
+  // The cache capacity C, for splitting the attention weights into cached and new columns.
+  const capacity = gqa ? null : g.slice(g.shape(past[0].key), [2], [3], [0]);
+  const lo: LinearLowering = { accuracyLevel: opts.accuracyLevel };
+  const norm = (x: Value, wv: Value) =>
+    g.nodeMulti('SimplifiedLayerNormalization', [x, wv], { axis: -1, epsilon: { float: eps } }, [{ dtype: 'float32', shape: x.shape }])[0];
+
+  let h = embeds;
+  let a = norm(h, g.param(w.layers[0].inputNorm));
+  w.layers.forEach((layer, i) => {
+    const q = linearInto(g, a, layer.q, null, lo);
+    const k = linearInto(g, a, layer.k, null, lo);
+    const v = linearInto(g, a, layer.v, null, lo);
+    let attn: Value;
+    if (gqa) {
+      const f = { dtype: 'float32' as const, shape: null };
+      const [o, presentK, presentV] = g.nodeMulti('GroupQueryAttention',
+        [q, k, v, past[i].key, past[i].value, seqlensK, totalLength, cos, sin, null, bias],
+        { num_heads: NH, kv_num_heads: KV, do_rotary: 1, scale: { float: scale } },
+        [{ dtype: 'float32', shape: q.shape }, { ...f, name: io.presentKey(i) }, { ...f, name: io.presentValue(i) }], MS);
+      g.outputs.push(presentK, presentV);
+      attn = o;
+    } else {
+      const kh = nn.splitHeads(g, rotary(k, KV), KV, D);
+      const vh = nn.splitHeads(g, v, KV, D);
+      g.output(kh, io.newKey(i));
+      g.output(vh, io.newValue(i));
+      // Query heads grouped by the KV head they share: [B, KV, rep, T, D] against [B, KV, 1, S, D].
+      const q5 = g.reshape(nn.splitHeads(g, rotary(q, NH), NH, D), [0, KV, rep, -1, D]);
+      const scores = (keys: Value) => g.node('FusedMatMul', [q5, g.unsqueeze(keys, [2])], { transB: 1, alpha: { float: scale } },
+        { dtype: 'float32', shape: null, domain: MS });
+      const probs = g.softmax(g.add(g.concat([scores(past[i].key), scores(kh)], -1), g.unsqueeze(bias, [2])), -1);
+      const cached = g.node('Slice', [probs, g.ints([0]), capacity!, g.ints([-1])], {}, { dtype: 'float32', shape: null });
+      const fresh = g.node('Slice', [probs, capacity!, g.ints([2 ** 62]), g.ints([-1])], {}, { dtype: 'float32', shape: null });
+      const o5 = g.add(g.matmul(cached, g.unsqueeze(past[i].value, [2])), g.matmul(fresh, g.unsqueeze(vh, [2])));
+      attn = nn.mergeHeads(g, g.reshape(o5, [0, NH, -1, D]), NH, D);
+    }
+    const post = skipNorm(g, linearInto(g, attn, layer.o, null, lo), h, g.param(layer.postAttentionNorm), eps);
+    const f = feedForward(g, post.normed, w.ffns[cfg.ffnOfLayer[i]], lo);
+    const nextNorm = i + 1 < w.layers.length ? w.layers[i + 1].inputNorm : w.finalNorm;
+    const next = skipNorm(g, f, post.sum, g.param(nextNorm), eps);
+    a = next.normed;
+    h = next.sum;
+  });
+  g.output(linearInto(g, g.gather(a, logitsIndex, 1), w.lmHead, null, lo), io.logits);
+  return g.build();
+}

@@ -1,0 +1,65 @@
+import type { RunTensor } from '@mobillama/core';
+
+/** Capacity grows in steps of this many positions (the attention scans at most this many unused slots). */
+export const KV_CHUNK = 64;
+
+/**
+ * The KV cache of one generation: per layer a key and a value buffer [B, KV, capacity, D]
+ * owned here and fed to ORT as they are (no copy). Positions ≥ `length` are scratch. A
+ * forward step appends its new rows in place; growing the capacity is the only time rows
+ * move (once per KV_CHUNK positions).
+ */
+export class KvStore {
+  capacity = 0;
+  length = 0;
+  /** Bumped by every write, so a stale KvCache handle (an older step's) is detected. */
+  version = 0;
+  keys: Float32Array[];
+  values: Float32Array[];
+  /** Per batch row: position id − cache slot of its tokens (the GQA lowering needs it constant). */
+  rowOffsets: (number | null)[];
+
+  constructor(
+    readonly layers: number, readonly batch: number, readonly kvHeads: number, readonly headDim: number,
+    readonly maxCapacity: number,
+  ) {
+    this.keys = Array.from({ length: layers }, () => new Float32Array(0));
+    this.values = Array.from({ length: layers }, () => new Float32Array(0));
+    this.rowOffsets = new Array<number | null>(batch).fill(null);
+  }
+
+  /** Makes room for `n` positions, copying the cached rows into larger buffers when needed. */
+  reserve(n: number): void {
+    if (n <= this.capacity) return;
+    const cap = Math.max(n, Math.min(this.maxCapacity, Math.ceil(n / KV_CHUNK) * KV_CHUNK));
+    const rows = this.batch * this.kvHeads, D = this.headDim;
+    const grow = (old: Float32Array): Float32Array => {
+      const next = new Float32Array(rows * cap * D);
+      for (let r = 0; r < rows; r++) {
+        next.set(old.subarray(r * this.capacity * D, (r * this.capacity + this.length) * D), r * cap * D);
+      }
+      return next;
+    };
+    this.keys = this.keys.map(grow);
+    this.values = this.values.map(grow);
+    this.capacity = cap;
+  }
+
+  /** Writes new rows [B, KV, T, D] of `layer` at positions [length, length + T). */
+  write(layer: number, keys: Float32Array, values: Float32Array, T: number): void {
+    const rows = this.batch * this.kvHeads, D = this.headDim, C = this.capacity, P = this.length;
+    for (let r = 0; r < rows; r++) {
+      this.keys[layer].set(keys.subarray(r * T * D, (r + 1) * T * D), (r * C + P) * D);
+      this.values[layer].set(values.subarray(r * T * D, (r + 1) * T * D), (r * C + P) * D);
+    }
+  }
+
+  tensor(kind: 'keys' | 'values', layer: number): RunTensor {
+    return { dtype: 'float32', dims: [this.batch, this.kvHeads, this.capacity, this.headDim], data: this[kind][layer] };
+  }
+
+  /** An empty tensor of the cache's shape, for a step that has nothing cached yet. */
+  empty(): RunTensor {
+    return { dtype: 'float32', dims: [this.batch, this.kvHeads, 0, this.headDim], data: new Float32Array(0) };
+  }
+}
