@@ -62,7 +62,9 @@ export interface HfClipVisionConfigJson {
 
 /** A CLIPModel / LLaVA-HF config.json (vision_config inside) or a CLIPVisionModel one (fields at the top). */
 export interface HfClipConfigJson extends HfClipVisionConfigJson {
-  vision_config?: HfClipVisionConfigJson;
+  vision_config?: HfClipVisionConfigJson & { quantization?: unknown };
+  /** A quantized checkpoint's layout (core/quant/layout.ts). */
+  quantization?: unknown;
   /** LLaVA's own configs name the tower instead of describing it. */
   mm_vision_tower?: string;
 }

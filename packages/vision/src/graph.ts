@@ -1,4 +1,4 @@
-import { GraphBuilder, nn, type Graph, type Value } from '@mobillama/core';
+import { GraphBuilder, linearInto, nn, type Graph, type Value } from '@mobillama/core';
 import type { ClipVisionConfig } from './config.js';
 import type { ClipLayerWeights, ClipVisionWeights, LinearWeights, NormWeights } from './weights.js';
 
@@ -42,7 +42,8 @@ function norm(g: GraphBuilder, x: Value, w: NormWeights, eps: number): Value {
 }
 
 function proj(g: GraphBuilder, x: Value, w: LinearWeights): Value {
-  return linear(g, x, g.param(w.weight), g.param(w.bias));
+  // A quantized layer runs on its kernel (int8 DynamicQuantizeMatMul for the encoder's many rows).
+  return w.kernel ? linearInto(g, x, w.kernel, g.param(w.bias)) : linear(g, x, g.param(w.weight), g.param(w.bias));
 }
 
 /** Pre-LN transformer layer: x + out(MHA(LN1 x)), then x + fc2(act(fc1(LN2 x))). */

@@ -1,12 +1,21 @@
-import { createSession, createWorkerSession, exportOnnx, type Session, type SessionOptions } from '@mobillama/core';
+import {
+  createSession, createWorkerSession, dequantizeLinear, exportOnnx, memoryWeight, quantizeLinear, quantizedLinearFrom, readRefFloat32,
+  type LinearWeight, type QuantizeMode, type Session, type SessionOptions, type WeightRef,
+} from '@mobillama/core';
 import type { ClipVisionConfig } from './config.js';
 import { CLIP_IO, buildClipVisionGraph, layersNeeded, type ClipGraphOptions, type FeatureKind } from './graph.js';
 import { preprocessImage, type ImageInput, type PreprocessOptions } from './preprocess.js';
-import { loadClipVision, type LoadClipVisionOptions, type LoadedClipVision } from './weights.js';
+import { loadClipVision, type ClipLayerWeights, type ClipVisionWeights, type LinearWeights, type LoadClipVisionOptions, type LoadedClipVision } from './weights.js';
 
 export interface ClipVisionModelOptions extends SessionOptions, ClipGraphOptions, PreprocessOptions {
   /** Run ORT in a worker thread (servers); default in-thread. */
   worker?: boolean;
+  /**
+   * Quantize the encoder's linear layers at load. The encoder is many-row work (every patch
+   * at once), where int8 DynamicQuantizeMatMul is the fast kernel here, so q8 and q4 both run
+   * int8 per output channel (q4 checkpoints are requantized to it at load).
+   */
+  quantize?: QuantizeMode;
 }
 
 export interface ClipVisionOutput {
@@ -41,7 +50,8 @@ export class ClipVisionModel {
 
   static async fromLoaded(loaded: LoadedClipVision, opts: ClipVisionModelOptions = {}): Promise<ClipVisionModel> {
     const { worker, threads, optimizationLevel, allowSpinning } = opts;
-    const artifact = exportOnnx(buildClipVisionGraph(loaded.config, loaded.weights, opts));
+    const weights = await int8Kernels(loaded.weights, opts.quantize !== undefined);
+    const artifact = exportOnnx(buildClipVisionGraph(loaded.config, weights, opts));
     const sessionOpts: SessionOptions = { threads, optimizationLevel, allowSpinning };
     const session = worker ? await createWorkerSession(artifact, sessionOpts) : await createSession(artifact, sessionOpts);
     return new ClipVisionModel(loaded.config, loaded, session, opts);
@@ -98,4 +108,43 @@ export class ClipVisionModel {
     await this.session.release();
     await this.loaded.source.close();
   }
+}
+
+/**
+ * The encoder's linear layers on int8 kernels: quantized at load when `quantize`, q8
+ * checkpoints as stored, q4 checkpoints requantized. With any kernel in memory the other
+ * weights go to memory too (ORT takes external data from files or from memory, not both).
+ */
+async function int8Kernels(w: ClipVisionWeights, quantize: boolean): Promise<ClipVisionWeights> {
+  const stored = w.layers.some((l) => l.q.kernel);
+  if (!quantize && !stored) return w;
+  let inMemory = false;
+  const kernel = async (l: LinearWeights): Promise<LinearWeight | undefined> => {
+    const k = l.kernel;
+    if (k?.kind === 'q8') return k;
+    inMemory = true;
+    const prefix = l.weight.name.replace(/\.(weight|qweight)$/, '');
+    if (k) return quantizedLinearFrom(prefix, await dequantizeLinear(k), k.outFeatures, k.inFeatures, 'q8');
+    return quantizeLinear(prefix, l.weight, 'q8');
+  };
+  const lin = async (l: LinearWeights): Promise<LinearWeights> => ({ ...l, kernel: await kernel(l) });
+  const layers: ClipLayerWeights[] = [];
+  for (const l of w.layers) {
+    layers.push({ ...l, q: await lin(l.q), k: await lin(l.k), v: await lin(l.v), out: await lin(l.out), fc1: await lin(l.fc1), fc2: await lin(l.fc2) });
+  }
+  if (!inMemory) return { ...w, layers };
+  const mem = async (r: WeightRef): Promise<WeightRef> => (r.data.kind === 'file' ? memoryWeight(r.name, { dtype: 'F32', shape: r.shape, data: await readRefFloat32(r) }) : r);
+  const norm = async (n: { weight: WeightRef; bias: WeightRef }) => ({ weight: await mem(n.weight), bias: await mem(n.bias) });
+  const memLayers: ClipLayerWeights[] = [];
+  for (const l of layers) {
+    const b = async (x: LinearWeights): Promise<LinearWeights> => ({ ...x, bias: await mem(x.bias) });
+    memLayers.push({
+      layerNorm1: await norm(l.layerNorm1), layerNorm2: await norm(l.layerNorm2),
+      q: await b(l.q), k: await b(l.k), v: await b(l.v), out: await b(l.out), fc1: await b(l.fc1), fc2: await b(l.fc2),
+    });
+  }
+  return {
+    patchEmbedding: await mem(w.patchEmbedding), classEmbedding: await mem(w.classEmbedding), positionEmbedding: await mem(w.positionEmbedding),
+    preLayerNorm: await norm(w.preLayerNorm), postLayerNorm: await norm(w.postLayerNorm), layers: memLayers,
+  };
 }

@@ -1,12 +1,24 @@
 import { dirname, join } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { loadFloatWeight, openWeights, readJsonFile, type WeightRef, type WeightSource } from '@mobillama/core';
+import {
+  isQuantized, loadFloatWeight, loadQuantizedLinear, openWeights, quantizedNames, readJsonFile, readQuantizationConfig,
+  type LinearWeight, type QuantizeMode, type WeightRef, type WeightSource,
+} from '@mobillama/core';
 import {
   VisionConfigError, clipVisionConfigFrom, readPreprocessorJson,
   type ClipVisionConfig, type HfClipConfigJson, type HfClipPreprocessorJson,
 } from './config.js';
 
-export interface LinearWeights { readonly weight: WeightRef; readonly bias: WeightRef }
+export interface LinearWeights {
+  readonly weight: WeightRef;
+  readonly bias: WeightRef;
+  /**
+   * Set when the layer runs on a quantized kernel (inference only). In a quantized
+   * checkpoint `weight` is then the stored int8/uint8 tensor, which float graphs (training)
+   * refuse by dtype.
+   */
+  readonly kernel?: LinearWeight;
+}
 export interface NormWeights { readonly weight: WeightRef; readonly bias: WeightRef }
 
 export interface ClipLayerWeights {
@@ -68,7 +80,8 @@ export function findVisionPrefix(names: readonly string[]): string {
 /** How many encoder layers the weights hold (consecutive from 0). */
 function countLayers(src: WeightSource, p: string): number {
   let n = 0;
-  while (src.has(`${p}vision_model.encoder.layers.${n}.self_attn.q_proj.weight`)) n++;
+  const q = (i: number) => `${p}vision_model.encoder.layers.${i}.self_attn.q_proj`;
+  while (src.has(`${q(n)}.weight`) || src.has(quantizedNames(q(n)).qweight)) n++;
   return n;
 }
 
@@ -91,11 +104,18 @@ export async function loadClipVision(path: string, opts: LoadClipVisionOptions =
       return n;
     };
     const info = (k: string) => src.info(key(k));
+    // A quantized checkpoint (mobillama-v layout) stores the encoder's linear layers as qweight/scales.
+    const q = readQuantizationConfig(cfgJson.quantization ?? cfgJson.vision_config?.quantization, configFile);
+    const mode: QuantizeMode | null = q && isQuantized(q.weights) ? q.weights : null;
+    const fc1 = `${p}vision_model.encoder.layers.0.mlp.fc1`;
+    const intermediate = mode && src.has(quantizedNames(fc1).qweight)
+      ? src.info(quantizedNames(fc1).qweight).shape[mode === 'q8' ? 1 : 0]
+      : info('encoder.layers.0.mlp.fc1.weight').shape[0];
     const config = clipVisionConfigFrom(cfgJson, {
       hidden: info('embeddings.class_embedding').shape[0],
       patch: info('embeddings.patch_embedding.weight').shape,
       positions: info('embeddings.position_embedding.weight').shape[0],
-      intermediate: info('encoder.layers.0.mlp.fc1.weight').shape[0],
+      intermediate,
     }, preJson, configFile);
     const stored = countLayers(src, p);
     const wanted = typeof opts.layers === 'function' ? opts.layers(config) : opts.layers ?? config.numLayers;
@@ -104,7 +124,14 @@ export async function loadClipVision(path: string, opts: LoadClipVisionOptions =
     }
     if (stored < wanted) throw new VisionConfigError(`${src.path}: the weights hold ${stored} encoder layers, ${wanted} are needed (num_hidden_layers ${config.numLayers})`);
     const w = (k: string) => loadFloatWeight(src, key(k));
-    const lin = async (k: string): Promise<LinearWeights> => ({ weight: await w(`${k}.weight`), bias: await w(`${k}.bias`) });
+    const lin = async (k: string, inFeatures = config.hiddenSize): Promise<LinearWeights> => {
+      const name = `${p}vision_model.${k}`;
+      if (mode && src.has(quantizedNames(name).qweight)) {
+        const kernel = await loadQuantizedLinear(src, name, mode, inFeatures);
+        return { weight: kernel.kind === 'float' ? kernel.weight : kernel.qweight, bias: await w(`${k}.bias`), kernel };
+      }
+      return { weight: await w(`${k}.weight`), bias: await w(`${k}.bias`) };
+    };
     const layers: ClipLayerWeights[] = [];
     for (let i = 0; i < wanted; i++) {
       const l = `encoder.layers.${i}`;
@@ -116,7 +143,7 @@ export async function loadClipVision(path: string, opts: LoadClipVisionOptions =
         out: await lin(`${l}.self_attn.out_proj`),
         layerNorm2: await lin(`${l}.layer_norm2`),
         fc1: await lin(`${l}.mlp.fc1`),
-        fc2: await lin(`${l}.mlp.fc2`),
+        fc2: await lin(`${l}.mlp.fc2`, config.intermediateSize),
       });
     }
     const weights: ClipVisionWeights = {
