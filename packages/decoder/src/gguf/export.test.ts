@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -204,6 +204,14 @@ describe('exportDecoderToGguf', () => {
         expect(g.metadata.get('tokenizer.ggml.token_type')).toEqual(spm.pieces.map((p) => GGUF_TOKEN_TYPE[p.type]));
       });
     }
+  });
+
+  it('refuses our int8/int4 checkpoints (their codes are not ggml blocks)', async () => {
+    const dir = await checkpoint('quantized', { layers: 1 });
+    const cfgPath = join(dir, 'config.json');
+    const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>;
+    await writeFile(cfgPath, JSON.stringify({ ...cfg, quantization: { format: 'mobillama-v', version: 1, weights: 'q4', block_size: 32 } }));
+    await expect(exportDecoderToGguf(dir, join(root, 'quantized.gguf'))).rejects.toThrow(/is a q4 checkpoint; export the float checkpoint/);
   });
 
   it('pads the vocabulary to the embedding rows and refuses a tokenizer larger than the model', async () => {

@@ -9,8 +9,8 @@
  * config.json says 4 KV heads while its weights are multi-head, and a converter that
  * trusted the config would permute K with the wrong head count.
  */
-import { open } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { open, readFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { toFloat32, type WeightRef } from '@mobillama/core';
 import { ConfigError, type DecoderConfig } from '../config.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -217,10 +217,29 @@ export function llamaGgufTensors(loaded: LoadedDecoder, type: GgufExportType): {
   return { tensors, ffnCopies };
 }
 
+/**
+ * Our int8/int4 checkpoints (config.json `quantization.weights` q8/q4) hold per-channel or
+ * block-of-32 codes that are not ggml's blocks: converting them would round twice, so the
+ * export wants the float checkpoint they came from.
+ */
+async function refuseQuantizedCheckpoint(dir: string): Promise<void> {
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+  } catch {
+    return; // loadDecoder reports a missing or broken config.json
+  }
+  const q = typeof cfg === 'object' && cfg !== null ? (cfg as { quantization?: { weights?: unknown } }).quantization : undefined;
+  if (q && (q.weights === 'q8' || q.weights === 'q4')) {
+    throw new ConfigError(`${dir} is a ${q.weights} checkpoint; export the float checkpoint it was quantized from (converting its codes to ggml blocks would round twice)`);
+  }
+}
+
 /** Exports the decoder in `dir` to `outPath` (written atomically). */
 export async function exportDecoderToGguf(dir: string, outPath: string, opts: GgufExportOptions = {}): Promise<GgufExportResult> {
   const type = opts.type ?? 'f16';
   if (!GGUF_EXPORT_TYPES.includes(type)) throw new ConfigError(`GGUF export: unknown type ${String(type)} (${GGUF_EXPORT_TYPES.join(', ')})`);
+  await refuseQuantizedCheckpoint(dir);
   const loaded = await loadDecoder(dir);
   try {
     const { config } = loaded;
