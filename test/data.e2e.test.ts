@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -45,5 +45,8 @@ describe('mobillama-v data shapes', () => {
     results.forEach((r, i) => expect(expectCleanFailure(r), cases[i][0].join(' ')).toMatch(cases[i][1]));
     expect(expectCleanFailure(await runCli(['data', 'shapes', '--count', '1', '--seed', '1']))).toMatch(/--out/);
     expect(await readdir(out)).toEqual([]);
+    // (Not a path under /proc: Node's recursive mkdir can spin forever there.)
+    await writeFile(join(out, 'file'), '');
+    expect(expectCleanFailure(await runCli(['data', 'shapes', '--out', join(out, 'file', 'x'), '--count', '1', '--seed', '1']))).toMatch(/cannot write to .*file\/x: ENOTDIR/);
   });
 });

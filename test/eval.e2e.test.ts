@@ -89,6 +89,7 @@ describe('mobillama-v eval', () => {
       [['--data', data, '--image-folder', '/no/such/images'], /no\/such\/images/],
       [['--data', data, '--limit', 'abc'], /--limit must be a positive integer/],
       [['--data', data, '--limit', '0'], /--limit/],
+      [['--data', data, '--predictions', '/no/such/dir/p.jsonl'], /--predictions: cannot write/],
       [['--data', await bad('text.json', 'hello')], /text\.json: not a JSON array/],
       [['--data', await bad('cut.json', '[{"id": "a", "conv')], /cut\.json: ends before/],
       [['--data', await bad('empty.json', '[]')], /no entries/],

@@ -59,6 +59,12 @@ export function registerData(program: Command): void {
       const r = await writeShapesDataset({
         ...opts, out,
         onProgress: tty ? (done, total) => process.stderr.write(`\r${done}/${total} images`) : undefined,
+      }).catch((e: unknown) => {
+        if (tty) process.stderr.write('\n');
+        // A folder we cannot write to is the user's to fix.
+        const errno = e as NodeJS.ErrnoException;
+        if (typeof errno.code === 'string' && errno.syscall !== undefined) throw new UsageError(`cannot write to ${out}: ${errno.code} (${errno.path ?? errno.syscall})`);
+        throw e;
       });
       if (tty) process.stderr.write('\n');
       if (f.json) {

@@ -36,7 +36,8 @@ export function registerEval(program: Command): void {
   addModelOptions(
     program
       .command('eval')
-      .description('exact-match VQA accuracy on a LLaVA instruct-format file, overall and per question type')
+      .description('exact-match VQA accuracy on a LLaVA instruct-format file, overall and per question type; '
+        + 'answers are compared trimmed, with runs of whitespace as one space, trailing periods dropped and case ignored')
       .requiredOption('--data <file>', 'JSON array of {"id","image","type","conversations"}: first human turn = question, first gpt turn = reference')
       .option('--image-folder <dir>', 'folder the entries\' image paths are relative to (default: images/ next to --data)')
       .option('--limit <n>', 'evaluate the first n entries only')
@@ -52,9 +53,20 @@ export function registerEval(program: Command): void {
     if (!existsSync(data)) throw new UsageError(`--data: no such file ${data}`);
     const imageFolder = f.imageFolder ?? join(dirname(data), 'images');
     if (!existsSync(imageFolder)) throw new UsageError(`--image-folder: no such folder ${imageFolder}`);
-    const model = await MobiLlamaV.load(modelOptionsFrom(f, threads));
-    const predictions = f.predictions === undefined ? undefined : await open(f.predictions, 'w');
+    const predictions = f.predictions === undefined ? undefined : await open(f.predictions, 'w').catch((e: NodeJS.ErrnoException) => {
+      throw new UsageError(`--predictions: cannot write ${f.predictions}: ${e.code ?? e.message}`);
+    });
+    const model = await MobiLlamaV.load(modelOptionsFrom(f, threads)).catch(async (e: unknown) => {
+      await predictions?.close();
+      throw e;
+    });
     const progress = process.stderr.isTTY;
+    // The progress line is rewritten in place; end it before the report or an error message.
+    let progressOpen = false;
+    const endProgress = () => {
+      if (progressOpen) process.stderr.write('\n');
+      progressOpen = false;
+    };
     try {
       const report = await evaluate(model, {
         data, imageFolder, limit, maxNewTokens,
@@ -62,9 +74,13 @@ export function registerEval(program: Command): void {
           if (predictions) {
             await predictions.write(`${JSON.stringify({ id: p.id, type: p.type, question: p.question, reference: p.reference, prediction: p.prediction, correct: p.correct })}\n`);
           }
-          if (progress) process.stderr.write(`\r${running.count}${limit ? `/${limit}` : ''} answered, ${pct(running.accuracy)} correct`);
+          if (progress) {
+            process.stderr.write(`\r${running.count}${limit ? `/${limit}` : ''} answered, ${pct(running.accuracy)} correct`);
+            progressOpen = true;
+          }
         },
       });
+      endProgress();
       if (f.json) {
         const byType = Object.fromEntries(Object.entries(report.byType).map(([t, s]) => [t, s.accuracy]));
         process.stdout.write(`${JSON.stringify({ accuracy: report.accuracy, by_type: byType, count: report.count })}\n`);
@@ -72,7 +88,7 @@ export function registerEval(program: Command): void {
         process.stdout.write(`${table(report)}\n`);
       }
     } finally {
-      if (progress) process.stderr.write('\n');
+      endProgress();
       await predictions?.close();
       await model.dispose();
     }
