@@ -9,6 +9,7 @@ import { registerServe } from './commands/serve.js';
 import { registerData } from './commands/data.js';
 import { registerTrain } from './commands/train.js';
 import { registerEval } from './commands/eval.js';
+import { registerQuantize } from './commands/quantize.js';
 import { exitCodeFor, oneLine } from './errors.js';
 
 const program = new Command();
@@ -29,6 +30,7 @@ registerServe(program);
 registerData(program);
 registerTrain(program);
 registerEval(program);
+registerQuantize(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -9,3 +9,4 @@ export * from './tokenizer/index.js';
 export * from './text-generator.js';
 export * from './graph-fast.js';
 export * from './inference-weights.js';
+export * from './quantize.js';

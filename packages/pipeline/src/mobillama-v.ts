@@ -1,6 +1,6 @@
 import { InputError } from '@mobillama/core';
 import {
-  DecoderModel, generateStream, loadDecoder, loadTokenizer,
+  DecoderModel, generateStream, loadTokenizer,
   type GenerationPiece, type GenerationResult, type Tokenizer,
 } from '@mobillama/decoder';
 import { Projector } from '@mobillama/projector';
@@ -40,10 +40,11 @@ export class MobiLlamaV implements VqaModel {
     const session = { threads: opts.threads, allowSpinning: opts.allowSpinning };
     const parts: { dispose(): Promise<void> }[] = [];
     try {
-      const decoder = await DecoderModel.fromLoaded(await loadDecoder(r.decoderDir, { configJson: r.decoderConfig }), session);
+      // DecoderModel.load reads float and quantized checkpoints, and quantizes at load when asked.
+      const decoder = await DecoderModel.load(r.decoderDir, { ...session, configJson: r.decoderConfig, quantize: opts.quantize });
       parts.push(decoder);
       const vision = await ClipVisionModel.load(r.visionDir, {
-        ...session, featureLayer: r.selection.featureLayer, featureKind: r.selection.featureKind, aspect: r.selection.aspect,
+        ...session, featureLayer: r.selection.featureLayer, featureKind: r.selection.featureKind, aspect: r.selection.aspect, quantize: opts.quantize,
         ...(r.visionConfigJson ? { configJson: r.visionConfigJson } : {}),
       });
       parts.push(vision);

@@ -1,3 +1,4 @@
+import type { QuantizeMode } from '@mobillama/core';
 import type { GenerateOptions, GenerationPiece, GenerationTimings } from '@mobillama/decoder';
 
 /** An image: a file path (CLI and library use only; the server never passes paths), bytes, or a data: URL. */
@@ -16,6 +17,12 @@ export interface ModelOptions {
   threads?: number;
   /** ORT busy-waiting between ops; servers turn it off so idle workers don't burn CPU. */
   allowSpinning?: boolean;
+  /**
+   * Quantize float weights at load: q4 = the decoder's linear layers in 4-bit blocks
+   * (MatMulNBits), q8 = int8 (DynamicQuantizeMatMul); the vision encoder runs int8 either way.
+   * Quantized checkpoints (`mobillama-v quantize`) load as stored without it.
+   */
+  quantize?: QuantizeMode;
 }
 
 export interface ChatMessage {

@@ -6,3 +6,4 @@ export * from './model.js';
 export * from './text/index.js';
 export * from './contrastive.js';
 export * from './clip-model.js';
+export * from './quantize.js';

@@ -2,12 +2,14 @@ import type { Command } from 'commander';
 import { TextGenerator } from '@mobillama/decoder';
 import { UsageError } from '../errors.js';
 import { addGenerationOptions, parseGenerationFlags, type GenerationFlags } from './generation-options.js';
+import { quantizeFlag } from './model-options.js';
 
 interface GenerateFlags extends GenerationFlags {
   decoder: string;
   prompt?: string;
   promptIds?: string;
   json?: boolean;
+  quantize?: string;
 }
 
 export function parsePromptIds(s: string): number[] {
@@ -24,11 +26,12 @@ export function registerGenerate(program: Command): void {
       .requiredOption('--decoder <dir>', 'Hugging Face LLaMA/MobiLlama folder')
       .option('--prompt <text>', 'prompt text (BOS added as the tokenizer config says)')
       .option('--prompt-ids <ids>', 'prompt token ids, comma-separated, taken as is')
-      .option('--json', 'print {"tokens":[...],"text":"...","timings":{...}}'),
+      .option('--json', 'print {"tokens":[...],"text":"...","timings":{...}}')
+      .option('--quantize <q8|q4>', 'quantize float weights at load (q4: 4-bit MatMulNBits, q8: int8 DynamicQuantizeMatMul)'),
   ).action(async (flags: GenerateFlags) => {
     if ((flags.prompt === undefined) === (flags.promptIds === undefined)) throw new UsageError('give exactly one of --prompt and --prompt-ids');
     const { threads, ...genOpts } = parseGenerationFlags(flags);
-    const gen = await TextGenerator.fromPretrained(flags.decoder, { threads });
+    const gen = await TextGenerator.fromPretrained(flags.decoder, { threads, quantize: quantizeFlag(flags.quantize) });
     try {
       const ids = flags.promptIds !== undefined ? parsePromptIds(flags.promptIds) : gen.encode(flags.prompt!);
       const stream = gen.stream(ids, genOpts);

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
+import { parseQuantizeMode } from '@mobillama/core';
 import type { ModelOptions } from '@mobillama/pipeline';
 import { UsageError } from '../errors.js';
 
@@ -13,6 +14,7 @@ export interface ModelFlags {
   vision?: string;
   projector?: string;
   template?: string;
+  quantize?: string;
 }
 
 export function addModelOptions(cmd: Command): Command {
@@ -21,17 +23,29 @@ export function addModelOptions(cmd: Command): Command {
     .option('--decoder <dir>', 'decoder folder (with --vision and --projector)')
     .option('--vision <dir>', 'CLIP vision folder')
     .option('--projector <file>', 'projector weights (mm_projector.bin/.safetensors) or a folder')
-    .option('--template <name>', 'conversation template: vicuna_v1, plain, mobillama_chat');
+    .option('--template <name>', 'conversation template: vicuna_v1, plain, mobillama_chat')
+    .option('--quantize <q8|q4>', 'quantize float weights at load (decoder: q4 = 4-bit MatMulNBits, q8 = int8; vision: int8)');
+}
+
+/** --quantize as a mode (undefined when not given). */
+export function quantizeFlag(v: string | undefined): ModelOptions['quantize'] {
+  if (v === undefined) return undefined;
+  try {
+    return parseQuantizeMode(v);
+  } catch {
+    throw new UsageError(`--quantize must be q8 or q4, got ${JSON.stringify(v)}`);
+  }
 }
 
 export function modelOptionsFrom(f: ModelFlags, threads?: number): ModelOptions {
+  const quantize = quantizeFlag(f.quantize);
   const components = f.decoder !== undefined || f.projector !== undefined || (f.vision !== undefined && f.model === undefined);
   if (f.model === undefined && !components) {
     if (!existsSync(DEFAULT_MODEL_DIR)) {
       throw new UsageError(`no model given and no default model at ${DEFAULT_MODEL_DIR}: pass --model DIR (or --decoder, --vision and --projector)`);
     }
-    return { model: DEFAULT_MODEL_DIR, template: f.template, threads };
+    return { model: DEFAULT_MODEL_DIR, template: f.template, threads, quantize };
   }
   if (f.model !== undefined && (f.decoder !== undefined)) throw new UsageError('give --model or --decoder/--vision/--projector, not both');
-  return { model: f.model, decoder: f.decoder, vision: f.vision, projector: f.projector, template: f.template, threads };
+  return { model: f.model, decoder: f.decoder, vision: f.vision, projector: f.projector, template: f.template, threads, quantize };
 }

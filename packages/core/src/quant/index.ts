@@ -1,3 +1,4 @@
 export * from './block.js';
 export * from './layout.js';
 export * from './linear.js';
+export * from './convert.js';
