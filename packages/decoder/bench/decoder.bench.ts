@@ -3,7 +3,11 @@
  * layout (22 identical per-layer FFN copies, two torch .bin shards + index, config.json
  * claiming 4 KV heads while the weights are MHA).
  *
- *   pnpm bench:decoder [--threads 2] [--quick] [--skip-rss-analysis] [--out FILE]
+ *   pnpm bench:decoder [--threads 2] [--quick] [--skip-rss-analysis] [--out FILE] [--quantize f32,q8,q4]
+ *
+ * --quantize runs the generation once per weight format (the fp32 checkpoint quantized at
+ * load) and adds a table comparing them, each against its own bounds (bytes per weight,
+ * the rate of its GEMM kernel).
  *
  * The checkpoint is generated once into benchmarks/.work/ and reused. Every model load
  * runs in a child process so its peak RSS (VmHWM) is its own. Measured numbers are set
@@ -19,7 +23,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  GraphBuilder, createSession, exportOnnx, memoryWeight, type Graph, type Node as GraphNode, type Value,
+  GraphBuilder, createSession, exportOnnx, floatLinear, linearInto, memoryWeight, quantizedLinearFrom,
+  type Graph, type Node as GraphNode, type QuantizeMode, type Value,
 } from '@mobillama/core';
 import { DECODER_IO, TextGenerator, attentionBias, buildDecoderGraph, loadDecoder } from '@mobillama/decoder';
 // Diagnostics build sessions with options core does not expose (prepacking off), so they
@@ -120,9 +125,9 @@ function promptIds(n: number, vocab: number): number[] {
   return ids;
 }
 
-async function childGenerate(dir: string, threads: number, prompt: number, newTokens: number): Promise<GenerateResult> {
+async function childGenerate(dir: string, threads: number, prompt: number, newTokens: number, quantize?: QuantizeMode): Promise<GenerateResult> {
   const t0 = performance.now();
-  const gen = await TextGenerator.fromPretrained(dir, { threads });
+  const gen = await TextGenerator.fromPretrained(dir, { threads, quantize });
   const loadMs = performance.now() - t0;
   const afterLoad = memStatus();
   const vocab = gen.model.config.vocabSize;
@@ -289,12 +294,18 @@ const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[
 
 interface GemmRate { readonly m: number; readonly k: number; readonly n: number; readonly ms: number; readonly gflops: number }
 
-/** Median time of an fp32 MatMul [m, k] x [k, n] with a constant weight, as the decoder runs it. */
-async function measureGemm(m: number, k: number, n: number, threads: number): Promise<GemmRate> {
+/**
+ * Median time of a [m, k] x [k, n] product with a constant weight: an fp32 MatMul, or with
+ * `format` the kernel the decoder runs for that weight format (FusedMatMul, int8
+ * DynamicQuantizeMatMul, 4-bit MatMulNBits).
+ */
+async function measureGemm(m: number, k: number, n: number, threads: number, format?: Format): Promise<GemmRate> {
   const g = new GraphBuilder('gemm');
   const x = g.input('x', 'float32', [m, k]);
   const wData = new Float32Array(k * n).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
-  g.output(g.matmul(x, g.param(memoryWeight('w', { dtype: 'F32', shape: [k, n], data: wData }))), 'y');
+  if (format === undefined) g.output(g.matmul(x, g.param(memoryWeight('w', { dtype: 'F32', shape: [k, n], data: wData }))), 'y');
+  else if (format === 'f32') g.output(linearInto(g, x, floatLinear(memoryWeight('w', { dtype: 'F32', shape: [n, k], data: wData }))), 'y');
+  else g.output(linearInto(g, x, quantizedLinearFrom('w', wData, n, k, format)), 'y');
   const session = await createSession(exportOnnx(g.build()), { threads });
   const feeds = { x: { dtype: 'float32' as const, dims: [m, k], data: new Float32Array(m * k).fill(0.01) } };
   const times: number[] = [];
@@ -336,7 +347,7 @@ async function ensureCheckpoint(p: Profile): Promise<{ reused: boolean; seconds:
 }
 
 type ChildJob =
-  | { kind: 'generate'; dir: string; threads: number; prompt: number; newTokens: number }
+  | { kind: 'generate'; dir: string; threads: number; prompt: number; newTokens: number; quantize?: QuantizeMode }
   | { kind: 'variant'; dir: string; threads: number; variant: Variant; prompt: number; steps: number };
 
 /** Run a job in a fresh Node process (same tsx loader) and return its result line. */
@@ -388,6 +399,56 @@ interface Report {
   readonly gemv: GemmRate;
   readonly gen: GenerateResult;
   readonly variants: readonly VariantResult[];
+  /** Per weight format (--quantize): the run and its kernel's rates. */
+  readonly formats: readonly FormatRun[];
+}
+
+type Format = 'f32' | QuantizeMode;
+
+interface FormatRun {
+  readonly format: Format;
+  readonly gen: GenerateResult;
+  readonly gemm: GemmRate;
+  readonly gemv: GemmRate;
+}
+
+/** Bytes per weight as ORT holds the linear layers: fp32, int8 + one fp32 scale per row, 4 bits + one fp32 scale per 32. */
+const BYTES_PER_WEIGHT: Record<Format, number> = { f32: 4, q8: 1, q4: 0.5 + 4 / 32 };
+
+/** The format comparison: each run against its own bounds. */
+function renderFormats(r: Report): string[] {
+  if (!r.formats.length) return [];
+  const s = r.profile.spec;
+  const H = s.hidden, I = s.intermediate, L = s.layers, V = s.vocab, D = H / s.heads;
+  const attnParams = H * s.heads * D + 2 * H * s.kvHeads * D + s.heads * D * H;
+  const ffnParams = 3 * H * I;
+  const pct = (x: number, b: number): string => `${((100 * x) / b).toFixed(0)}%`;
+  const rows = r.formats.map((f) => {
+    const bpw = BYTES_PER_WEIGHT[f.format];
+    // A decode step reads every layer's attention, the shared FFN once and lm_head (norms are noise).
+    const bytes = bpw * (L * attnParams + ffnParams + V * H);
+    const decodeBound = r.memcpy / bytes;
+    const T = f.gen.promptTokens;
+    const flops = 2 * T * L * (attnParams + ffnParams) + 4 * T * T * s.heads * D * L + 2 * H * V;
+    const prefillBound = T / (flops / (f.gemm.gflops * 1e9));
+    const g = f.gen;
+    return `| ${f.format} | ${(g.loadMs / 1000).toFixed(1)} s | ${fmtGB(g.afterLoad.hwm)} / ${fmtGB(g.atEnd.hwm)} | ` +
+      `${fix(g.prefillTokS)} tok/s (${pct(g.prefillTokS, prefillBound)} of ${fix(prefillBound)}: ${fix(f.gemm.gflops)} GOP/s kernel) | ${fix(g.ttftMs, 0)} ms | ` +
+      `${fix(1000 / g.decodeMsMedian, 2)} tok/s, ${fix(g.decodeMsMedian, 0)} ms (${fix(g.decodeMsP10, 0)}–${fix(g.decodeMsP90, 0)}) | ` +
+      `${fix(decodeBound, 1)} tok/s (${fmtGB(bytes)}/token) | ${pct(1000 / g.decodeMsMedian, decodeBound)} | ${fix(f.gemv.ms, 2)} ms |`;
+  });
+  return [
+    '',
+    `## Weight formats (the fp32 checkpoint quantized at load; ${r.formats[0].gen.promptTokens}-token prompt, ${r.formats[0].gen.newTokens} new tokens)`,
+    '',
+    '| format | load | HWM after load / at end | prefill | TTFT | decode, median step (p10–p90) | decode bound | of bound | kernel 1x' + `${H}x${I} |`,
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Kernels: f32 FusedMatMul(transB), q8 DynamicQuantizeMatMul (int8 per output channel), q4 MatMulNBits (4-bit blocks of 32, accuracy_level 4); ` +
+      `the prefill bound uses each kernel's measured ${r.formats[0].gemm.m}x${H}x${I} rate, the decode bound ${'bytes per weight'} ` +
+      `(${r.formats.map((f) => `${f.format} ${BYTES_PER_WEIGHT[f.format]}`).join(', ')}) / memcpy bandwidth.`,
+  ];
 }
 
 function render(r: Report): string {
@@ -414,7 +475,7 @@ function render(r: Report): string {
     `Generated by \`pnpm bench:decoder${r.profile === QUICK ? ' --quick' : ''} --threads ${r.threads}\` on ${new Date().toISOString().slice(0, 10)}.`,
     '',
     `- Machine: ${cpuModel()}, ${cpus().length} cores, ${(readMemTotal() / 2 ** 30).toFixed(0)} GiB RAM; ${r.threads} ORT threads`,
-    `- Node ${process.version}, onnxruntime-node ${ort.env.versions.node ?? '?'}`,
+    `- Node ${process.version}, onnxruntime-node ${ort.env.versions.node ?? '?'}; 1-min load average ${r.load[0].toFixed(1)} at start, ${r.load[1].toFixed(1)} at end (the bench itself adds ~1–2)`,
     `- Model: hidden ${H}, ${L} layers, ${s.heads} heads (head_dim ${D}), KV heads ${s.kvHeads} in the weights / ${s.configKvHeadsTrap ?? s.kvHeads} in config.json, intermediate ${I}, vocab ${V}; ` +
       `loaded as ${g.numKvHeads} KV heads, FFN groups [${[...new Set(g.ffnOfLayer)].join(',')}] (one shared FFN: ${g.ffnOfLayer.every((x) => x === 0)})`,
     `- Checkpoint: ${s.ffnLayout} FFN, ${s.shards ?? 1} torch .bin shard(s) + index, ${fmtGB(r.ckpt.fileBytes)} on disk, ${fmtGB(r.ckpt.uniqueWeightBytes)} unique weights; ` +
@@ -458,6 +519,7 @@ function render(r: Report): string {
       ...r.variants.map((v) => `- ${v.variant}: ${VARIANTS[v.variant]}`),
     );
   }
+  lines.push(...renderFormats(r));
   lines.push(
     '',
     'Bounds: decode = weight bytes read per token (every layer\'s attention, the shared FFN once, lm_head, norms; fp32) / memcpy bandwidth; ' +
@@ -467,6 +529,11 @@ function render(r: Report): string {
     '',
   );
   return lines.join('\n');
+}
+
+/** 1-minute load average: other work on the machine skews every timing here. */
+function loadAverage(): number {
+  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 }
 
 function readMemTotal(): number {
@@ -483,13 +550,14 @@ async function main(): Promise<void> {
       threads: { type: 'string', default: '2' },
       out: { type: 'string' },
       'skip-rss-analysis': { type: 'boolean', default: false },
+      quantize: { type: 'string' },
       child: { type: 'string' },
     },
   });
   if (values.child) {
     const job = JSON.parse(values.child) as ChildJob;
     const result = job.kind === 'generate'
-      ? await childGenerate(job.dir, job.threads, job.prompt, job.newTokens)
+      ? await childGenerate(job.dir, job.threads, job.prompt, job.newTokens, job.quantize)
       : await childVariant(job.dir, job.threads, job.variant, job.prompt, job.steps);
     process.stdout.write(`BENCH_RESULT ${JSON.stringify(result)}\n`);
     return;
@@ -499,6 +567,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${values.threads}`);
   const log = (m: string): void => { process.stderr.write(`[bench:decoder] ${m}\n`); };
 
+  const loadStart = loadAverage();
   const ckpt = await ensureCheckpoint(profile);
   log(`checkpoint ${ckpt.reused ? 'reused' : `generated in ${ckpt.seconds.toFixed(1)} s`}: ${fmtGB(ckpt.fileBytes)}`);
   const memcpyBefore = measureMemcpy(profile.memcpyBytes);
@@ -518,6 +587,17 @@ async function main(): Promise<void> {
       variants.push(v);
     }
   }
+  const formats: FormatRun[] = [];
+  for (const f of (values.quantize ?? '').split(',').filter(Boolean) as Format[]) {
+    if (!(f in BYTES_PER_WEIGHT)) throw new Error(`--quantize takes f32, q8 and q4, got ${f}`);
+    const fGemm = await measureGemm(profile.promptTokens, H, I, threads, f);
+    const fGemv = await measureGemm(1, H, I, threads, f);
+    const fGen = await runChild<GenerateResult>({
+      kind: 'generate', dir: profile.cacheDir, threads, prompt: profile.promptTokens, newTokens: profile.newTokens, ...(f === 'f32' ? {} : { quantize: f }),
+    });
+    log(`${f}: load ${fix(fGen.loadMs / 1000)} s, HWM ${fmtGB(fGen.atEnd.hwm)}, prefill ${fix(fGen.prefillTokS)} tok/s, decode ${fix(fGen.decodeTokS, 2)} tok/s`);
+    formats.push({ format: f, gen: fGen, gemm: fGemm, gemv: fGemv });
+  }
   // Again after the runs: the host's memory bandwidth drifts, so the bound uses the median of both.
   const memcpyAfter = measureMemcpy(profile.memcpyBytes);
   const gemmAfter = await measureGemm(profile.promptTokens, H, I, threads);
@@ -526,7 +606,7 @@ async function main(): Promise<void> {
   const md = render({
     profile, threads, ckpt, memcpy: median(all), memcpyMin: Math.min(...all), memcpyMax: Math.max(...all),
     gemm: { ...gemm, ms: (gemm.ms + gemmAfter.ms) / 2, gflops: (2 * gemm.m * gemm.k * gemm.n) / ((gemm.ms + gemmAfter.ms) / 2000) / 1e9 },
-    gemmRange: [gemm.gflops, gemmAfter.gflops], gemv, gen, variants,
+    gemmRange: [gemm.gflops, gemmAfter.gflops], gemv, gen, variants, formats,
   });
   const out = values.out ? resolve(values.out) : profile.out;
   await mkdir(dirname(out), { recursive: true });
