@@ -401,6 +401,8 @@ interface Report {
   readonly variants: readonly VariantResult[];
   /** Per weight format (--quantize): the run and its kernel's rates. */
   readonly formats: readonly FormatRun[];
+  /** Load average when the runs started and ended. */
+  readonly load: readonly [number, number];
 }
 
 type Format = 'f32' | QuantizeMode;
@@ -606,7 +608,7 @@ async function main(): Promise<void> {
   const md = render({
     profile, threads, ckpt, memcpy: median(all), memcpyMin: Math.min(...all), memcpyMax: Math.max(...all),
     gemm: { ...gemm, ms: (gemm.ms + gemmAfter.ms) / 2, gflops: (2 * gemm.m * gemm.k * gemm.n) / ((gemm.ms + gemmAfter.ms) / 2000) / 1e9 },
-    gemmRange: [gemm.gflops, gemmAfter.gflops], gemv, gen, variants, formats,
+    gemmRange: [gemm.gflops, gemmAfter.gflops], gemv, gen, variants, formats, load: [loadStart, loadAverage()],
   });
   const out = values.out ? resolve(values.out) : profile.out;
   await mkdir(dirname(out), { recursive: true });
