@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import {
-  floatLinear, isQuantized, loadFloatWeight, loadQuantizedLinear, memoryWeight, openWeights, quantizeLinear, quantizedNames,
-  readFloatWeight, readJsonFile, readQuantizationConfig, readRefFloat32,
+  float32ToF16, floatLinear, isQuantized, loadFloatWeight, loadQuantizedLinear, memoryWeight, openWeights, quantizeLinear, quantizedNames,
+  readFloatWeight, readJsonFile, readQuantizationConfig, readRefFloat32, toFloat32,
   type HostTensor, type LinearWeight, type Q4Options, type QuantizationConfig, type QuantizeMode, type WeightFormat,
   type WeightRef, type WeightSource,
 } from '@mobillama/core';
@@ -28,8 +28,12 @@ export interface InferenceWeights {
   readonly ffns: readonly InferenceFfn[];
   readonly finalNorm: WeightRef;
   readonly lmHead: LinearWeight;
-  /** Token embeddings [V, H], in memory: the lookup happens in JS so image features can be spliced in. */
-  readonly embedTokens: HostTensor & { data: Float32Array };
+  /**
+   * Token embeddings [V, H], in memory: the lookup happens in JS so image features can be
+   * spliced in. F32, or F16 for quantized models (rows are widened when looked up; half the
+   * memory of the largest tensor a quantized model keeps in JS).
+   */
+  readonly embedTokens: HostTensor & { data: Float32Array | Uint16Array };
 }
 
 export interface InferenceDecoder {
@@ -119,7 +123,11 @@ export async function toInference(loaded: LoadedDecoder, mode?: QuantizeMode, q4
   }
   return {
     config: loaded.config,
-    weights: { layers, ffns, finalNorm: await norm(w.finalNorm), lmHead: await lin(`${p}lm_head`, w.lmHead), embedTokens: w.embedTokens },
+    weights: {
+      layers, ffns, finalNorm: await norm(w.finalNorm), lmHead: await lin(`${p}lm_head`, w.lmHead),
+      // Quantized models keep their embeddings as F16, as a quantized checkpoint stores them.
+      embedTokens: mode ? { dtype: 'F16', shape: w.embedTokens.shape, data: float32ToF16(w.embedTokens.data) } : w.embedTokens,
+    },
     format: mode ?? (stored === 'f16' ? 'f16' : 'f32'),
     dir: loaded.dir,
     source: loaded.source,
@@ -153,7 +161,10 @@ async function loadQuantizedDecoder(dir: string, cfgJson: HfLlamaConfigJson, mod
       if (!src.has(n) && !src.has(quantizedNames(n.replace(/\.weight$/, '')).qweight)) throw new ConfigError(`${src.path}: missing tensor ${n}`);
       return n;
     };
-    const embed = await readFloatWeight(src, need(`${p}model.embed_tokens.weight`));
+    const embedName = need(`${p}model.embed_tokens.weight`);
+    const stored = await src.read(embedName);
+    const embed: HostTensor & { data: Float32Array | Uint16Array } = stored.dtype === 'F16'
+      ? { dtype: 'F16', shape: stored.shape, data: stored.data as Uint16Array } : await readFloatWeight(src, embedName);
     const [vocab, hidden] = embed.shape;
     need(layerName(0, 'self_attn.q_proj.weight'));
     need(layerName(0, 'mlp.gate_proj.weight'));
@@ -185,7 +196,7 @@ async function loadQuantizedDecoder(dir: string, cfgJson: HfLlamaConfigJson, mod
     const tied = !src.has(quantizedNames(lm).qweight) && !src.has(`${lm}.weight`);
     const lmHead = src.has(quantizedNames(lm).qweight) ? await ql(lm, hidden)
       : src.has(`${lm}.weight`) ? floatLinear(await loadFloatWeight(src, `${lm}.weight`))
-        : floatLinear(memoryWeight(`${lm}.weight`, embed));
+        : floatLinear(memoryWeight(`${lm}.weight`, toFloat32(embed)));
     return {
       config: { ...config, tieWordEmbeddings: config.tieWordEmbeddings || tied },
       weights: { layers, ffns, finalNorm: await norm(`${p}model.norm.weight`), lmHead, embedTokens: embed },

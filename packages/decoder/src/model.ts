@@ -1,5 +1,5 @@
 import {
-  InputError, createSession, createWorkerSession, exportOnnx,
+  InputError, createSession, createWorkerSession, exportOnnx, halfToFloat,
   type Q4Options, type QuantizeMode, type RunTensor, type Session, type SessionOptions, type WeightFormat, type WeightSource,
 } from '@mobillama/core';
 import type { DecoderConfig, HfLlamaConfigJson } from './config.js';
@@ -100,7 +100,7 @@ export class DecoderModel {
     readonly format: WeightFormat,
     readonly attention: AttentionLowering,
     readonly dir: string,
-    private readonly embedTable: Float32Array,
+    private readonly embedTable: Float32Array | Uint16Array,
     private readonly source: WeightSource,
     private readonly session: Session,
     private readonly inThread: boolean,
@@ -143,7 +143,11 @@ export class DecoderModel {
     const out = new Float32Array(ids.length * H);
     ids.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id >= V) throw new InputError(`token id ${id} is outside the model's vocabulary (0..${V - 1}); does the tokenizer belong to this model?`);
-      out.set(table.subarray(id * H, (id + 1) * H), i * H);
+      if (table instanceof Float32Array) out.set(table.subarray(id * H, (id + 1) * H), i * H);
+      else {
+        const half = halfTable();
+        for (let j = 0; j < H; j++) out[i * H + j] = half[table[id * H + j]];
+      }
     });
     return out;
   }
@@ -262,6 +266,13 @@ export class DecoderModel {
     await this.session.release();
     if (this.ownsSource) await this.source.close();
   }
+}
+
+let halfLookup: Float32Array | null = null;
+/** float16 bits → float32, all 65536 of them (F16 embedding rows are widened through it). */
+function halfTable(): Float32Array {
+  halfLookup ??= Float32Array.from({ length: 65536 }, (_, h) => halfToFloat(h));
+  return halfLookup;
 }
 
 /**

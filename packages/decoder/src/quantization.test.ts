@@ -101,6 +101,18 @@ describe('quantized checkpoints', () => {
     await inf.source.close();
   });
 
+  it.each(['q8', 'q4'] as const)('%s: the written checkpoint and quantizing at load are the same model (same logits)', async (format) => {
+    const out = join(tmp, `same-${format}`);
+    await quantizeDecoderFolder(src, out, format);
+    const ids = [1, 73, 5, 38, 193, 231, 87];
+    const run = async (m: DecoderModel) => {
+      const r = await m.forward({ embeds: m.embed(ids), batch: 1, seq: 7, positionIds: [[0, 1, 2, 3, 4, 5, 6]], attentionMask: [[1, 1, 1, 1, 1, 1, 1]], logitsIndex: [0, 3, 6] });
+      await m.dispose();
+      return Array.from(r.logits);
+    };
+    expect(await run(await DecoderModel.load(out, { threads: 1 }))).toEqual(await run(await DecoderModel.load(src, { threads: 1, quantize: format })));
+  });
+
   it('a checkpoint quantized to a format loads as stored; converting it again is refused', async () => {
     const out = join(tmp, 'again-q4');
     await quantizeDecoderFolder(src, out, 'q4');
