@@ -5,9 +5,10 @@
  *
  *   pnpm bench:decoder [--threads 2] [--quick] [--skip-rss-analysis] [--out FILE] [--quantize f32,q8,q4]
  *
- * --quantize runs the generation once per weight format (the fp32 checkpoint quantized at
- * load) and adds a table comparing them, each against its own bounds (bytes per weight,
- * the rate of its GEMM kernel).
+ * --quantize runs the generation once per weight format and adds a table comparing them,
+ * each against its own bounds (bytes per weight plus the KV cache, the rate of its GEMM
+ * kernel). q8/q4 load checkpoints written once by `mobillama-v quantize` (cached beside
+ * the fp32 one; quantizing at load gives the same model).
  *
  * The checkpoint is generated once into benchmarks/.work/ and reused. Every model load
  * runs in a child process so its peak RSS (VmHWM) is its own. Measured numbers are set
@@ -26,7 +27,7 @@ import {
   GraphBuilder, createSession, exportOnnx, floatLinear, linearInto, memoryWeight, quantizedLinearFrom,
   type Graph, type Node as GraphNode, type QuantizeMode, type Value,
 } from '@mobillama/core';
-import { DECODER_IO, TextGenerator, attentionBias, buildDecoderGraph, loadDecoder } from '@mobillama/decoder';
+import { DECODER_IO, TextGenerator, attentionBias, buildDecoderGraph, loadDecoder, quantizeDecoderFolder } from '@mobillama/decoder';
 // Diagnostics build sessions with options core does not expose (prepacking off), so they
 // reach into core's runtime module directly; nothing else in the repo should.
 import { ort } from '../../core/src/runtime/ort.js';
@@ -125,9 +126,9 @@ function promptIds(n: number, vocab: number): number[] {
   return ids;
 }
 
-async function childGenerate(dir: string, threads: number, prompt: number, newTokens: number, quantize?: QuantizeMode): Promise<GenerateResult> {
+async function childGenerate(dir: string, threads: number, prompt: number, newTokens: number): Promise<GenerateResult> {
   const t0 = performance.now();
-  const gen = await TextGenerator.fromPretrained(dir, { threads, quantize });
+  const gen = await TextGenerator.fromPretrained(dir, { threads });
   const loadMs = performance.now() - t0;
   const afterLoad = memStatus();
   const vocab = gen.model.config.vocabSize;
@@ -347,7 +348,7 @@ async function ensureCheckpoint(p: Profile): Promise<{ reused: boolean; seconds:
 }
 
 type ChildJob =
-  | { kind: 'generate'; dir: string; threads: number; prompt: number; newTokens: number; quantize?: QuantizeMode }
+  | { kind: 'generate'; dir: string; threads: number; prompt: number; newTokens: number }
   | { kind: 'variant'; dir: string; threads: number; variant: Variant; prompt: number; steps: number };
 
 /** Run a job in a fresh Node process (same tsx loader) and return its result line. */
@@ -409,6 +410,8 @@ type Format = 'f32' | QuantizeMode;
 
 interface FormatRun {
   readonly format: Format;
+  /** Seconds `mobillama-v quantize` took (cached runs: when it was written). */
+  readonly quantizeSeconds?: number;
   readonly gen: GenerateResult;
   readonly gemm: GemmRate;
   readonly gemv: GemmRate;
@@ -427,29 +430,32 @@ function renderFormats(r: Report): string[] {
   const pct = (x: number, b: number): string => `${((100 * x) / b).toFixed(0)}%`;
   const rows = r.formats.map((f) => {
     const bpw = BYTES_PER_WEIGHT[f.format];
-    // A decode step reads every layer's attention, the shared FFN once and lm_head (norms are noise).
-    const bytes = bpw * (L * attnParams + ffnParams + V * H);
+    // A decode step reads every layer's attention, the shared FFN once and lm_head (norms are
+    // noise), and the fp32 KV cache at the mean context (the capacity lowering scans up to 64 more slots).
+    const meanContext = f.gen.promptTokens + f.gen.newTokens / 2 + 32;
+    const bytes = bpw * (L * attnParams + ffnParams + V * H) + 2 * L * s.kvHeads * D * 4 * meanContext;
     const decodeBound = r.memcpy / bytes;
     const T = f.gen.promptTokens;
     const flops = 2 * T * L * (attnParams + ffnParams) + 4 * T * T * s.heads * D * L + 2 * H * V;
     const prefillBound = T / (flops / (f.gemm.gflops * 1e9));
     const g = f.gen;
-    return `| ${f.format} | ${(g.loadMs / 1000).toFixed(1)} s | ${fmtGB(g.afterLoad.hwm)} / ${fmtGB(g.atEnd.hwm)} | ` +
+    return `| ${f.format}${f.quantizeSeconds === undefined ? '' : ` (quantized in ${f.quantizeSeconds.toFixed(0)} s)`} | ${(g.loadMs / 1000).toFixed(1)} s | ${fmtGB(g.afterLoad.hwm)} / ${fmtGB(g.atEnd.hwm)} | ` +
       `${fix(g.prefillTokS)} tok/s (${pct(g.prefillTokS, prefillBound)} of ${fix(prefillBound)}: ${fix(f.gemm.gflops)} GOP/s kernel) | ${fix(g.ttftMs, 0)} ms | ` +
       `${fix(1000 / g.decodeMsMedian, 2)} tok/s, ${fix(g.decodeMsMedian, 0)} ms (${fix(g.decodeMsP10, 0)}–${fix(g.decodeMsP90, 0)}) | ` +
       `${fix(decodeBound, 1)} tok/s (${fmtGB(bytes)}/token) | ${pct(1000 / g.decodeMsMedian, decodeBound)} | ${fix(f.gemv.ms, 2)} ms |`;
   });
   return [
     '',
-    `## Weight formats (the fp32 checkpoint quantized at load; ${r.formats[0].gen.promptTokens}-token prompt, ${r.formats[0].gen.newTokens} new tokens)`,
+    `## Weight formats (q8/q4: checkpoints written by \`mobillama-v quantize\`; ${r.formats[0].gen.promptTokens}-token prompt, ${r.formats[0].gen.newTokens} new tokens)`,
     '',
     '| format | load | HWM after load / at end | prefill | TTFT | decode, median step (p10–p90) | decode bound | of bound | kernel 1x' + `${H}x${I} |`,
     '|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     `Kernels: f32 FusedMatMul(transB), q8 DynamicQuantizeMatMul (int8 per output channel), q4 MatMulNBits (4-bit blocks of 32, accuracy_level 4); ` +
-      `the prefill bound uses each kernel's measured ${r.formats[0].gemm.m}x${H}x${I} rate, the decode bound ${'bytes per weight'} ` +
-      `(${r.formats.map((f) => `${f.format} ${BYTES_PER_WEIGHT[f.format]}`).join(', ')}) / memcpy bandwidth.`,
+      `the prefill bound uses each kernel's measured ${r.formats[0].gemm.m}x${H}x${I} rate, the decode bound (bytes per weight ` +
+      `(${r.formats.map((f) => `${f.format} ${BYTES_PER_WEIGHT[f.format]}`).join(', ')}) + the fp32 KV cache at the mean context) / memcpy bandwidth. ` +
+      'One ORT session per model serves prefill and decode: the HWM columns are the one copy of the weights plus activations and the KV cache.',
   ];
 }
 
@@ -559,7 +565,7 @@ async function main(): Promise<void> {
   if (values.child) {
     const job = JSON.parse(values.child) as ChildJob;
     const result = job.kind === 'generate'
-      ? await childGenerate(job.dir, job.threads, job.prompt, job.newTokens, job.quantize)
+      ? await childGenerate(job.dir, job.threads, job.prompt, job.newTokens)
       : await childVariant(job.dir, job.threads, job.variant, job.prompt, job.steps);
     process.stdout.write(`BENCH_RESULT ${JSON.stringify(result)}\n`);
     return;
@@ -594,11 +600,24 @@ async function main(): Promise<void> {
     if (!(f in BYTES_PER_WEIGHT)) throw new Error(`--quantize takes f32, q8 and q4, got ${f}`);
     const fGemm = await measureGemm(profile.promptTokens, H, I, threads, f);
     const fGemv = await measureGemm(1, H, I, threads, f);
-    const fGen = await runChild<GenerateResult>({
-      kind: 'generate', dir: profile.cacheDir, threads, prompt: profile.promptTokens, newTokens: profile.newTokens, ...(f === 'f32' ? {} : { quantize: f }),
-    });
+    let dir = profile.cacheDir, quantizeSeconds: number | undefined;
+    if (f !== 'f32') {
+      dir = `${profile.cacheDir}-${f}`;
+      const stamp = `${dir}.stamp.json`;
+      const spec = JSON.stringify(profile.spec);
+      const old = existsSync(stamp) ? JSON.parse(readFileSync(stamp, 'utf8')) as { spec: string; seconds: number } : null;
+      if (old?.spec === spec && existsSync(join(dir, 'model.safetensors'))) quantizeSeconds = old.seconds;
+      else {
+        await rm(dir, { recursive: true, force: true });
+        const t0 = performance.now();
+        await quantizeDecoderFolder(profile.cacheDir, dir, f);
+        quantizeSeconds = (performance.now() - t0) / 1000;
+        await writeFile(stamp, JSON.stringify({ spec, seconds: quantizeSeconds }));
+      }
+    }
+    const fGen = await runChild<GenerateResult>({ kind: 'generate', dir, threads, prompt: profile.promptTokens, newTokens: profile.newTokens });
     log(`${f}: load ${fix(fGen.loadMs / 1000)} s, HWM ${fmtGB(fGen.atEnd.hwm)}, prefill ${fix(fGen.prefillTokS)} tok/s, decode ${fix(fGen.decodeTokS, 2)} tok/s`);
-    formats.push({ format: f, gen: fGen, gemm: fGemm, gemv: fGemv });
+    formats.push({ format: f, quantizeSeconds, gen: fGen, gemm: fGemm, gemv: fGemv });
   }
   // Again after the runs: the host's memory bandwidth drifts, so the bound uses the median of both.
   const memcpyAfter = measureMemcpy(profile.memcpyBytes);
