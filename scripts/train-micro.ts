@@ -1,0 +1,196 @@
+/**
+ * `pnpm train:micro`: builds and trains the micro MobiLlama-V from nothing and ships it to
+ * models/mobillama-v-micro. Every step is deterministic from the seeds below and uses the
+ * project's own code:
+ *
+ *   1. data      synthetic shapes: train split (seed 1), held-out split (seed 2), LM text (seed 3)
+ *   2. clip      micro CLIP (ViT + text transformer), BPE on the captions, contrastive pretraining
+ *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
+ *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
+ *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, multi-turn QA (trainer `train()`)
+ *   6. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
+ *
+ * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
+ * run continues where it stopped (`--fresh` starts over). Timings and the eval report land in
+ * .tmp/micro/report.json and models/mobillama-v-micro/training.json.
+ *
+ *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke]
+ *
+ * --smoke runs every stage at toy scale (seconds; the model is useless), for checking the pipeline.
+ */
+import { existsSync } from 'node:fs';
+import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { evaluate, MobiLlamaV, type EvalReport } from '@mobillama/pipeline';
+import { train } from '../packages/trainer/src/index.js';
+import { writeShapesDataset, type LlavaEntry } from '../packages/trainer/src/synthetic/index.js';
+import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
+import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
+import { pretrainClip } from '../packages/trainer/src/micro/clip-pretrain.js';
+import { writeMicroDecoder } from '../packages/trainer/src/micro/decoder-init.js';
+import { MICRO_RECIPE, MICRO_SMOKE_RECIPE, lmDocuments, multiTurnEntries } from '../packages/trainer/src/micro/recipe.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    fresh: { type: 'boolean', default: false },
+    work: { type: 'string', default: join(ROOT, '.tmp/micro') },
+    out: { type: 'string', default: join(ROOT, 'models/mobillama-v-micro') },
+    threads: { type: 'string', default: '2' },
+    smoke: { type: 'boolean', default: false },
+  },
+});
+const R = args.smoke ? MICRO_SMOKE_RECIPE : MICRO_RECIPE;
+const WORK = resolve(args.work!);
+const OUT = resolve(args.out!);
+const THREADS = Number(args.threads);
+const P = (...p: string[]) => join(WORK, ...p);
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+if (args.fresh) await rm(WORK, { recursive: true, force: true });
+await mkdir(WORK, { recursive: true });
+
+interface Report { stages: Record<string, { seconds: number; [k: string]: unknown }>; eval?: EvalReport }
+const reportFile = P('report.json');
+const report: Report = existsSync(reportFile) ? JSON.parse(await readFile(reportFile, 'utf8')) as Report : { stages: {} };
+const saveReport = () => writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+
+/** Runs a stage unless its marker file exists; the marker is written last. */
+async function stage(name: string, marker: string, body: () => Promise<Record<string, unknown> | void>): Promise<void> {
+  if (existsSync(marker) && report.stages[name]) {
+    log(`[${name}] done before (${report.stages[name].seconds.toFixed(0)} s), skipped`);
+    return;
+  }
+  log(`[${name}] …`);
+  const t0 = performance.now();
+  const extra = (await body()) ?? {};
+  const seconds = (performance.now() - t0) / 1000;
+  report.stages[name] = { seconds, ...extra };
+  await saveReport();
+  await writeFile(marker, `${seconds}\n`);
+  log(`[${name}] ${seconds.toFixed(1)} s`);
+}
+
+const every = (n: number, f: (s: { step: number }) => string) => (s: { step: number }) => {
+  if (s.step === 1 || s.step % n === 0) log(`  ${f(s)}`);
+};
+
+// 1. Data ------------------------------------------------------------------------------------
+await stage('data', P('data', 'DONE'), async () => {
+  await rm(P('data'), { recursive: true, force: true });
+  const train = await writeShapesDataset({ out: P('data', 'train'), count: R.data.trainImages, seed: R.data.trainSeed, qaPerImage: 6 });
+  const held = await writeShapesDataset({ out: P('data', 'heldout'), count: R.data.heldoutImages, seed: R.data.heldoutSeed, qaPerImage: R.data.heldoutQaPerImage });
+  // Stage 2 trains on every image's questions as one multi-turn conversation (LLaVA-665k style).
+  const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
+  await writeFile(P('data', 'train', 'qa-multiturn.json'), `${JSON.stringify(multiTurnEntries(qa))}\n`);
+  await writeFile(P('data', 'lm.json'), `${JSON.stringify(lmDocuments(R.data.lmDocuments, R.data.lmSeed))}\n`);
+  return { train_images: train.images, train_questions: train.questions, heldout_questions: held.questions };
+});
+
+// 2. Micro CLIP ------------------------------------------------------------------------------
+await stage('clip', P('clip', 'DONE'), async () => {
+  const caps = JSON.parse(await readFile(P('data', 'train', 'captions.json'), 'utf8')) as LlavaEntry[];
+  const pairs = caps.slice(0, R.clip.images).map((e) => ({ image: P('data', 'train', 'images', e.image!), caption: e.conversations[1].value }));
+  const r = await pretrainClip({
+    config: R.clip.config, pairs, out: P('clip'), steps: R.clip.steps, batchSize: R.clip.batchSize, learningRate: R.clip.learningRate,
+    weightDecay: R.clip.weightDecay, seed: R.clip.seed, threads: THREADS,
+    onStep: every(20, (s) => { const x = s as unknown as { step: number; loss: number; logitScale: number; seconds: number }; return `clip step ${x.step}/${R.clip.steps} loss ${x.loss.toFixed(4)} scale ${x.logitScale.toFixed(1)} ${x.seconds.toFixed(2)} s`; }),
+  });
+  return { steps: R.clip.steps, first_loss: r.losses[0], final_loss: mean(r.losses.slice(-10)), text_vocab: r.vocabSize };
+});
+
+// 3. Micro MobiLlama, LM pretraining --------------------------------------------------------
+await stage('lm', P('decoder-lm', 'DONE'), async () => {
+  await rm(P('decoder-init'), { recursive: true, force: true });
+  await writeMicroDecoder(P('decoder-init'), R.decoder, R.decoder.seed);
+  const texts = JSON.parse(await readFile(P('data', 'lm.json'), 'utf8')) as string[];
+  const r = await pretrainLm({
+    decoder: P('decoder-init'), texts, output: P('decoder-lm'), steps: R.lm.steps, batchSize: R.lm.batchSize,
+    learningRate: R.lm.learningRate, warmupRatio: 0.05, seed: R.lm.seed, threads: THREADS,
+    onStep: every(20, (s) => { const x = s as unknown as { step: number; loss: number; seconds: number }; return `lm step ${x.step}/${R.lm.steps} loss ${x.loss.toFixed(4)} ${x.seconds.toFixed(2)} s`; }),
+  });
+  return { steps: R.lm.steps, first_loss: r.losses[0], final_loss: mean(r.losses.slice(-10)) };
+});
+
+const quiet = { write: () => true };
+const stepLog = (name: string, total: number, n: number) => ({
+  onStep: every(n, (s) => { const x = s as unknown as { step: number; loss: number; tokens_per_s: number }; return `${name} step ${x.step}/${total} loss ${x.loss.toFixed(4)} ${x.tokens_per_s.toFixed(0)} tok/s`; }),
+  progress: quiet,
+});
+
+// 4. Stage 1: projector ---------------------------------------------------------------------
+await stage('stage1', P('stage1', 'DONE'), async () => {
+  await rm(P('stage1'), { recursive: true, force: true });
+  const r = await train({
+    stage: 'pretrain', vision: P('clip'), decoder: P('decoder-lm'), data: P('data', 'train', 'captions.json'), imageFolder: P('data', 'train', 'images'),
+    output: P('stage1'), batchSize: R.stage1.batchSize, maxSteps: R.stage1.steps, learningRate: R.stage1.learningRate, saveSteps: 0,
+    seed: R.stage1.seed, threads: THREADS,
+  }, stepLog('stage1', R.stage1.steps, 20));
+  return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+});
+
+// 5. Stage 2: instruction tuning ------------------------------------------------------------
+await stage('stage2', P('stage2', 'DONE'), async () => {
+  await rm(P('stage2'), { recursive: true, force: true });
+  const r = await train({
+    stage: 'finetune', vision: P('clip'), decoder: P('decoder-lm'), projector: P('stage1', 'mm_projector.safetensors'),
+    data: P('data', 'train', 'qa-multiturn.json'), imageFolder: P('data', 'train', 'images'), output: P('stage2'),
+    batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03, saveSteps: 0,
+    seed: R.stage2.seed, threads: THREADS,
+  }, stepLog('stage2', R.stage2.steps, 25));
+  return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+});
+
+// 6. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------
+await stage('ship', P('SHIPPED'), async () => {
+  const tmp = `${OUT}.partial`;
+  await rm(tmp, { recursive: true, force: true });
+  await assembleMicroModel({
+    decoder: P('stage2', 'decoder'), projector: P('stage2', 'mm_projector.safetensors'), clip: P('clip'), out: tmp, convTemplate: 'vicuna_v1',
+  });
+  const t0 = performance.now();
+  const m = await MobiLlamaV.load({ model: tmp, threads: THREADS });
+  let ev: EvalReport;
+  try {
+    let n = 0;
+    ev = await evaluate(m, {
+      data: P('data', 'heldout', 'qa.json'), imageFolder: P('data', 'heldout', 'images'),
+      onPrediction: (_p, run) => { if (++n % 100 === 0) log(`  eval ${n}: ${(100 * run.accuracy).toFixed(1)}%`); },
+    });
+  } finally {
+    await m.dispose();
+  }
+  const evalSeconds = (performance.now() - t0) / 1000;
+  report.eval = ev;
+  log(`held-out exact match: ${(100 * ev.accuracy).toFixed(1)}% of ${ev.count}`);
+  for (const [t, s] of Object.entries(ev.byType)) log(`  ${t.padEnd(9)} ${(100 * s.accuracy).toFixed(1)}% (${s.correct}/${s.count})`);
+  // A small held-out sample ships with the model (the quantized-accuracy floors run on it).
+  const qa = JSON.parse(await readFile(P('data', 'heldout', 'qa.json'), 'utf8')) as LlavaEntry[];
+  const sample = qa.slice(0, R.data.shippedHeldoutQuestions);
+  await mkdir(join(tmp, 'heldout', 'images'), { recursive: true });
+  for (const img of new Set(sample.map((e) => e.image!))) await cp(P('data', 'heldout', 'images', img), join(tmp, 'heldout', 'images', img));
+  await writeFile(join(tmp, 'heldout', 'data.json'), `[\n${sample.map((e) => JSON.stringify(e)).join(',\n')}\n]\n`);
+  const training = {
+    recipe: R, stages: report.stages, eval: { ...ev, seconds: evalSeconds, data: `shapes seed ${R.data.heldoutSeed}, ${R.data.heldoutImages} images` },
+    wall_seconds: Object.values(report.stages).reduce((a, s) => a + s.seconds, 0) + evalSeconds,
+  };
+  await writeFile(join(tmp, 'training.json'), `${JSON.stringify(training, null, 2)}\n`);
+  // Swap in: the old model (if any) moves aside, the new one takes its name, the old one goes.
+  const old = `${OUT}.old`;
+  await rm(old, { recursive: true, force: true });
+  if (existsSync(OUT)) await rename(OUT, old);
+  await rename(tmp, OUT);
+  await rm(old, { recursive: true, force: true });
+  return { eval_seconds: evalSeconds, accuracy: ev.accuracy };
+});
+
+const total = Object.values(report.stages).reduce((a, s) => a + s.seconds, 0);
+log(`wall time: ${(total / 60).toFixed(1)} min (${Object.entries(report.stages).map(([k, v]) => `${k} ${v.seconds.toFixed(0)} s`).join(', ')})`);
+if (report.eval) log(`held-out accuracy ${(100 * report.eval.accuracy).toFixed(1)}% → ${OUT}`);
+
+function mean(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+}
