@@ -173,6 +173,7 @@ async function run(
 
   const progress = new Progress(totalSteps, progressOut);
   if (resumedFrom) progress.note(`resuming from ${resumedFrom} at step ${step}/${totalSteps}`);
+  else if (cfg.resume) progress.note(`--resume: no checkpoint in ${cfg.output} yet; starting at step 0`);
   const stateAt = (s: number, lastLoss: number | null): TrainerState => {
     const next = s < totalSteps ? stepPlan(s, mbpe, accum) : { epoch: Math.floor(s / stepsPerEpoch), start: 0 };
     return {
