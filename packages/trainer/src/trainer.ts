@@ -95,6 +95,13 @@ async function run(
     shuffle: cfg.shuffle, total_steps: totalSteps, template: cfg.template, tune_vision: cfg.tuneVision,
     trainable_params: params.reduce((n, p) => n + p.data.length, 0),
   };
+  const stateAt = (s: number, lastLoss: number | null): TrainerState => {
+    const next = s < totalSteps ? stepPlan(s, mbpe, accum) : { epoch: Math.floor(s / stepsPerEpoch), start: 0 };
+    return {
+      format: 'mobillama-v-trainer/1', global_step: s, total_steps: totalSteps, epoch: next.epoch, micro_batch: next.start,
+      data_rng: order.rngState(next.epoch), seed: cfg.seed, fingerprint, last_loss: lastLoss,
+    };
+  };
   const log = new JsonlLog<StepRecord>(join(cfg.output, 'log.jsonl'));
   const evalLog = new JsonlLog<EvalRecord>(join(cfg.output, 'eval.jsonl'));
   await removeStaleTemps(cfg.output);
@@ -110,6 +117,12 @@ async function run(
       if (was !== v) throw new TrainConfigError(`--resume: ${k} was ${JSON.stringify(was)} in ${latest}, now ${JSON.stringify(v)}; resume with the same settings`);
     }
     step = state.global_step;
+    // The step → batch mapping is recomputed from the seed; the stored position and generator
+    // state must agree with it (they would not if the data order code had changed).
+    const next = stateAt(step, null);
+    if (state.epoch !== next.epoch || state.micro_batch !== next.micro_batch || state.data_rng.join() !== next.data_rng.join()) {
+      throw new TrainConfigError(`--resume: ${latest} stopped at epoch ${state.epoch} micro-batch ${state.micro_batch}, which this version maps differently; start a new run`);
+    }
     resumedFrom = latest;
     records = await log.truncate(step);
     evals = await evalLog.truncate(step);
@@ -174,13 +187,6 @@ async function run(
   const progress = new Progress(totalSteps, progressOut);
   if (resumedFrom) progress.note(`resuming from ${resumedFrom} at step ${step}/${totalSteps}`);
   else if (cfg.resume) progress.note(`--resume: no checkpoint in ${cfg.output} yet; starting at step 0`);
-  const stateAt = (s: number, lastLoss: number | null): TrainerState => {
-    const next = s < totalSteps ? stepPlan(s, mbpe, accum) : { epoch: Math.floor(s / stepsPerEpoch), start: 0 };
-    return {
-      format: 'mobillama-v-trainer/1', global_step: s, total_steps: totalSteps, epoch: next.epoch, micro_batch: next.start,
-      data_rng: order.rngState(next.epoch), seed: cfg.seed, fingerprint, last_loss: lastLoss,
-    };
-  };
   const saveCheckpoint = async (s: number, lastLoss: number | null) => {
     const dir = await writeCheckpoint(cfg.output, s, exp, byName, opt, stateAt(s, lastLoss));
     progress.note(`saved ${dir}`);
