@@ -30,23 +30,26 @@ export interface ConversationTemplate {
 
 const VICUNA_SYSTEM = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";
 
-/** vicuna_v1 (LLaVA-1.5): system prompt, "USER: ... ASSISTANT: ...</s>". */
+/**
+ * vicuna_v1 (LLaVA-1.5, SeparatorStyle.TWO): system + " " + "USER: q" + " " +
+ * "ASSISTANT: a" + "</s>" + "USER: q2" + " " + "ASSISTANT:" — no space after "</s>".
+ */
 const vicunaV1: ConversationTemplate = {
   name: 'vicuna_v1',
   stop: ['</s>', 'USER:'],
   render(turns, opts = {}) {
-    let text = opts.system ?? VICUNA_SYSTEM;
+    let text = `${opts.system ?? VICUNA_SYSTEM} `;
     const spans: [number, number][] = [];
     for (const t of turns) {
-      if (t.role === 'user') text += ` USER: ${t.text}`;
+      if (t.role === 'user') text += `USER: ${t.text} `;
       else {
-        text += ' ASSISTANT:';
+        text += 'ASSISTANT:';
         const start = text.length;
         text += ` ${t.text}</s>`;
         spans.push([start, text.length]);
       }
     }
-    if (opts.openAssistant) text += ' ASSISTANT:';
+    if (opts.openAssistant) text += 'ASSISTANT:';
     return { text, assistantSpans: spans };
   },
 };
