@@ -1,3 +1,5 @@
+import { ConfigError } from '@mobillama/core';
+
 /** The image placeholder in prompt text, and its id in token sequences (LLaVA's IMAGE_TOKEN_INDEX). */
 export const IMAGE_MARKER = '<image>';
 export const IMAGE_TOKEN_ID = -200;
@@ -102,6 +104,6 @@ export const TEMPLATES: Readonly<Record<string, ConversationTemplate>> = {
 
 export function getTemplate(name: string): ConversationTemplate {
   const t = TEMPLATES[name];
-  if (!t) throw new Error(`unknown conversation template ${JSON.stringify(name)} (known: ${Object.keys(TEMPLATES).join(', ')})`);
+  if (!t) throw new ConfigError(`unknown conversation template ${JSON.stringify(name)} (known: ${Object.keys(TEMPLATES).join(', ')})`);
   return t;
 }
