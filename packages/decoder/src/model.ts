@@ -52,8 +52,10 @@ export interface DecoderLoadOptions extends SessionOptions {
   /** q4 details for quantizing at load (block size, zero points). */
   q4?: Q4Options;
   /**
-   * Attention lowering (graph-fast.ts): 'capacity' (default: zero-copy KV cache) or 'gqa'
-   * (GroupQueryAttention with its shared KV buffer; in-thread only, head_dim % 16 == 0).
+   * Attention lowering (graph-fast.ts): 'capacity' (default: zero-copy KV cache), 'auto' (an
+   * If per layer: GroupQueryAttention for a prompt with an empty cache, 'capacity' otherwise;
+   * ~10% faster prompts, ~6% slower decode steps here), or 'gqa' (GroupQueryAttention with
+   * its shared KV buffer; in-thread only, head_dim % 16 == 0; copies the cache every step).
    */
   attention?: AttentionLowering;
   /**
@@ -125,7 +127,7 @@ export class DecoderModel {
   static async fromInference(inf: InferenceDecoder, opts: DecoderLoadOptions = {}, ownsSource = true): Promise<DecoderModel> {
     const { worker, quantize: _q, q4: _q4, attention: want, accuracyLevel, configJson: _c, source: _s, ...sessionOpts } = opts;
     // GQA's shared buffer needs preallocated outputs, which only an in-thread session takes.
-    const attention: AttentionLowering = want === 'gqa' && !worker && gqaSupported(inf.config) ? 'gqa' : 'capacity';
+    const attention: AttentionLowering = want === 'gqa' ? (!worker && gqaSupported(inf.config) ? 'gqa' : 'capacity') : want ?? 'capacity';
     if (want === 'gqa' && attention !== 'gqa') {
       throw new InputError(worker ? 'the gqa attention lowering needs an in-thread session' : `the gqa attention lowering needs head_dim % 16 == 0 (this model: ${inf.config.headDim})`);
     }

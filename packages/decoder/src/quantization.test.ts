@@ -27,6 +27,7 @@ afterAll(() => rm(tmp, { recursive: true, force: true }));
  */
 const FLOORS: Record<string, { top1: number; meanKl: number }> = {
   'f32, gqa attention': { top1: 1, meanKl: 1e-9 },
+  'f32, auto attention (If)': { top1: 1, meanKl: 1e-9 },
   'f16 checkpoint': { top1: 0.98, meanKl: 1e-4 },
   'q8 checkpoint': { top1: 0.78, meanKl: 0.012 },
   'q8 at load': { top1: 0.78, meanKl: 0.012 },
@@ -53,6 +54,7 @@ describe.each(DIRS)('quantized paths against fp32: %s', (dir) => {
   };
   const variants: [string, () => Promise<[string, DecoderLoadOptions]>][] = [
     ['f32, gqa attention', async () => [path, { attention: 'gqa' }]],
+    ['f32, auto attention (If)', async () => [path, { attention: 'auto' }]],
     ['f16 checkpoint', async () => [await checkpoint('f16'), {}]],
     ['q8 checkpoint', async () => [await checkpoint('q8'), {}]],
     ['q8 at load', async () => [path, { quantize: 'q8' }]],

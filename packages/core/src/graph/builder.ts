@@ -30,6 +30,8 @@ export class GraphBuilder {
   readonly nodes: Node[] = [];
   private readonly constCache = new Map<string, Value>();
   private readonly params = new Map<string, Value>();
+  /** Set on a subgraph's builder: the graph whose scope it sees (value names, weights, constants). */
+  private outer: GraphBuilder | null = null;
 
   /**
    * @param trainable names of weights that become graph inputs (fed each training step)
@@ -42,6 +44,7 @@ export class GraphBuilder {
    * Trainable weights become inputs, the rest initializers.
    */
   param(ref: WeightRef): Value {
+    if (this.outer) return this.outer.param(ref);
     const hit = this.params.get(ref.name);
     if (hit) return hit;
     let v: Value;
@@ -55,6 +58,7 @@ export class GraphBuilder {
   }
 
   private value(dtype: ElemType, shape: Shape, name?: string): Value {
+    if (this.outer) return this.outer.value(dtype, shape, name);
     let n = name ?? `t${this.nextId}`;
     if (this.usedNames.has(n)) {
       if (name) throw new Error(`graph value name ${name} used twice`);
@@ -65,6 +69,7 @@ export class GraphBuilder {
   }
 
   input(name: string, dtype: ElemType, shape: readonly Dim[]): Value {
+    if (this.outer) throw new Error(`subgraph ${this.name}: If branches take no inputs (${name})`);
     const v = this.value(dtype, shape, name);
     this.inputs.push(v);
     return v;
@@ -79,6 +84,7 @@ export class GraphBuilder {
 
   /** A weight whose bytes stay in a file on disk. */
   weightFromFile(name: string, dtype: ElemType, shape: readonly number[], location: TensorLocation): Value {
+    if (this.outer) return this.outer.weightFromFile(name, dtype, shape, location);
     const v = this.value(dtype, shape, name);
     this.initializers.push({ value: v, data: { kind: 'file', location } });
     return v;
@@ -86,6 +92,7 @@ export class GraphBuilder {
 
   /** A weight (or constant) held in memory. */
   weight(name: string, tensor: HostTensor): Value {
+    if (this.outer) return this.outer.weight(name, tensor);
     const v = this.value(elemTypeOf(tensor), tensor.shape, name);
     this.initializers.push({ value: v, data: { kind: 'tensor', tensor } });
     return v;
@@ -93,6 +100,7 @@ export class GraphBuilder {
 
   /** A small constant, deduplicated by value. */
   constant(tensor: HostTensor): Value {
+    if (this.outer) return this.outer.constant(tensor);
     const key = `${tensor.dtype}:${tensor.shape.join('x')}:${Array.from(tensor.data as ArrayLike<number | bigint>, String).join(',')}`;
     const hit = key.length < 4096 ? this.constCache.get(key) : undefined;
     if (hit) return hit;
@@ -132,6 +140,20 @@ export class GraphBuilder {
     const vs = outs.map((o) => this.value(o.dtype, o.shape, o.name));
     this.nodes.push({ op, domain, inputs, outputs: vs, attrs });
     return vs;
+  }
+
+  /**
+   * A subgraph for an If branch, built in this graph's scope: its nodes are its own, while
+   * value names stay unique across both and its weights and constants become this graph's
+   * initializers (ONNX lets a subgraph read outer values by name). `body` returns the
+   * branch's outputs.
+   */
+  subgraph(name: string, body: (sg: GraphBuilder) => readonly Value[]): Graph {
+    const sg = new GraphBuilder(name, this.trainable);
+    sg.outer = this.outer ?? this;
+    // Outputs are produced inside the branch (ONNX wants them to be the branch's own values).
+    const outputs = body(sg).map((v) => sg.identity(v));
+    return { name, inputs: [], outputs, initializers: [], nodes: sg.nodes };
   }
 
   build(): Graph {

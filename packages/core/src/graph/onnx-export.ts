@@ -65,8 +65,30 @@ function attribute(name: string, a: AttrValue): onnxProto.onnx.IAttributeProto {
     }
     return { name, type: T.INTS, ints: a as number[] };
   }
+  if ('graph' in (a as object)) return { name, type: T.GRAPH, g: subgraphProto((a as { graph: Graph }).graph) };
   if ('float' in (a as object)) return { name, type: T.FLOAT, f: (a as { float: number }).float };
   return { name, type: T.TENSOR, t: tensorProto(name, a as HostTensor) };
+}
+
+function nodeProtos(graph: Graph, prefix = ''): onnxProto.onnx.INodeProto[] {
+  return graph.nodes.map((n, i) => ({
+    name: `${prefix}${n.op}_${i}`,
+    opType: n.op,
+    domain: n.domain,
+    input: n.inputs.map((v) => (v ? v.name : '')),
+    output: n.outputs.map((v) => v.name),
+    attribute: Object.entries(n.attrs).map(([k, a]) => attribute(k, a)),
+  }));
+}
+
+/** An If branch: nodes and outputs only; it reads the outer graph's values and initializers. */
+function subgraphProto(graph: Graph): onnxProto.onnx.IGraphProto {
+  return { name: graph.name, output: graph.outputs.map(valueInfo), node: nodeProtos(graph, `${graph.name}/`) };
+}
+
+/** Whether a graph or any of its subgraphs uses a domain. */
+function usesDomain(graph: Graph, domain: string): boolean {
+  return graph.nodes.some((n) => n.domain === domain || Object.values(n.attrs).some((a) => typeof a === 'object' && a !== null && 'graph' in a && usesDomain((a as { graph: Graph }).graph, domain)));
 }
 
 function tensorProto(name: string, t: HostTensor): onnxProto.onnx.ITensorProto {
@@ -111,7 +133,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): OnnxArtifact
       ],
     };
   });
-  const usesMs = graph.nodes.some((n) => n.domain === 'com.microsoft');
+  const usesMs = usesDomain(graph, 'com.microsoft');
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'mobillama-v',
@@ -124,14 +146,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): OnnxArtifact
       input: graph.inputs.map(valueInfo),
       output: graph.outputs.map(valueInfo),
       initializer,
-      node: graph.nodes.map((n, i) => ({
-        name: `${n.op}_${i}`,
-        opType: n.op,
-        domain: n.domain,
-        input: n.inputs.map((v) => (v ? v.name : '')),
-        output: n.outputs.map((v) => v.name),
-        attribute: Object.entries(n.attrs).map(([k, a]) => attribute(k, a)),
-      })),
+      node: nodeProtos(graph),
     },
   });
   return { model: onnx.ModelProto.encode(model).finish(), weightsFolder, memoryData };

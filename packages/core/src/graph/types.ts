@@ -15,7 +15,10 @@ export interface Value {
   readonly shape: readonly (Dim | null)[] | null;
 }
 
-export type AttrValue = number | string | readonly number[] | readonly string[] | { readonly float: number } | HostTensor;
+export type AttrValue =
+  | number | string | readonly number[] | readonly string[] | { readonly float: number } | HostTensor
+  /** A subgraph (If branches): its nodes read the outer graph's values and initializers by name. */
+  | { readonly graph: Graph };
 
 export interface Node {
   readonly op: string;
