@@ -155,6 +155,27 @@ describe('KV cache in capacity buffers', () => {
     expect(maxDiff / maxRef).toBeLessThan(1e-5);
   });
 
+  it('a prompt run in chunks (prefillChunk) gives the logits of one prefill, padded batch included', async () => {
+    const chunked = await DecoderModel.load(`${FIXTURES}llama-gqa-st`, { threads: 1, prefillChunk: 3 });
+    try {
+      const ids = seededPrompts(2, 9, V(), 11);
+      const mask = [[0, 0, 1, 1, 1, 1, 1, 1, 1], new Array<number>(9).fill(1)];
+      const pos = [[1, 1, 0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6, 7, 8]];
+      const input = { batch: 2, seq: 9, positionIds: pos, attentionMask: mask, logitsIndex: [8, 2, 5, 6] };
+      const a = await model.forward({ ...input, embeds: model.embed(ids.flat()) });
+      const b = await chunked.forward({ ...input, embeds: chunked.embed(ids.flat()) });
+      expect(b.cache.length).toBe(9);
+      let maxDiff = 0, maxRef = 0;
+      for (let i = 0; i < a.logits.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(a.logits[i] - b.logits[i]));
+        maxRef = Math.max(maxRef, Math.abs(a.logits[i]));
+      }
+      expect(maxDiff / maxRef).toBeLessThan(1e-5);
+    } finally {
+      await chunked.dispose();
+    }
+  });
+
   it('refuses a handle that a later step has already extended', async () => {
     const step = (past: ReturnType<DecoderModel['emptyCache']>, id: number) => model.forward({
       embeds: model.embed([id]), batch: 1, seq: 1, positionIds: [[past.length]], attentionMask: [new Array<number>(past.length + 1).fill(1)], past,
