@@ -338,7 +338,7 @@ function packageVersion(from: string, pkg: string): string {
   }
 }
 
-interface Row { readonly name: string; readonly weights: string; readonly run?: DecoderRun; readonly pending?: string }
+interface Row { readonly name: string; readonly weights: string; readonly threads: number; readonly run?: DecoderRun; readonly pending?: string }
 
 function render(rows: readonly Row[], llamaInfo: { release: string; bindingMs: number } | null, clips: readonly (readonly [OursFormat, ClipRun])[], ggufs: readonly GgufFile[], threads: number, load: string): string {
   const date = new Date().toISOString().slice(0, 10);
@@ -370,6 +370,16 @@ function render(rows: readonly Row[], llamaInfo: { release: string; bindingMs: n
     lines.push(`| ${r.name} | ${r.weights} | ${fix(g.loadMs / 1000)} s | ${fmtGB(g.atEnd.hwm)} | ${fmtGB(g.afterLoad.anon)} / ${fmtGB(g.afterLoad.file)} | ${fix(g.prefillTokS)} | ${fix(g.ttftMs, 0)} ms | ${fix(g.decodeTokS, 2)} | ${fix(g.coresUsed, 2)} |`);
   }
   lines.push('');
+  // A shared machine shows as runs that got less CPU than their threads.
+  const starved = [...rows.filter((r) => r.run && r.run.coresUsed < 0.8 * r.threads).map((r) => r.name),
+    ...clips.filter(([, c]) => c.coresUsed < 0.8 * threads).map(([f]) => `CLIP ${FORMAT_NAME[f]}`)];
+  if (starved.length) {
+    lines.push(
+      `**The machine was shared during this run**: ${starved.join(', ')} got well under their threads' worth of CPU (cores used). ` +
+        'Absolute numbers are pessimistic and the ratios noisy; llama.cpp on 2 threads suffers most (its spinning barriers), hence its 1-thread row.',
+      '',
+    );
+  }
   if (q4) {
     lines.push(
       `Against the issue's targets, vs llama.cpp Q4_0 on the same weights (its best run per metric: decode ${fix(q4.decodeTokS, 2)} tok/s, prefill ${fix(q4.prefillTokS)} tok/s, peak RSS ${fmtGB(q4.hwm)}):`,
@@ -453,7 +463,7 @@ async function main(): Promise<void> {
   for (const format of OURS_FORMATS) {
     const r = await runChild<DecoderRun>({ kind: 'ours', dir: DECODER_DIR, threads, format });
     log(`ours ${format}: load ${fix(r.loadMs / 1000)} s, HWM ${fmtGB(r.atEnd.hwm)}, prefill ${fix(r.prefillTokS)} tok/s, decode ${fix(r.decodeTokS, 2)} tok/s`);
-    rows.push({ name: `ours ${FORMAT_NAME[format]}`, weights: OURS_WEIGHTS[format], run: r });
+    rows.push({ name: `ours ${FORMAT_NAME[format]}`, weights: OURS_WEIGHTS[format], threads, run: r });
   }
 
   let llamaInfo: { release: string; bindingMs: number } | null = null;
@@ -465,7 +475,7 @@ async function main(): Promise<void> {
     log(`llama.cpp ${g.type} ${t}T: load ${fix(r.loadMs / 1000)} s, HWM ${fmtGB(r.atEnd.hwm)}, prefill ${fix(r.prefillTokS)} tok/s, decode ${fix(r.decodeTokS, 2)} tok/s`);
     llamaInfo = { release: r.release, bindingMs: r.bindingMs };
     const name = `llama.cpp ${g.type.toUpperCase()}${t === threads ? '' : `, ${t} thread`}`;
-    rows.push({ name, weights: `GGUF ${g.type.toUpperCase()}, mmap`, run: r });
+    rows.push({ name, weights: `GGUF ${g.type.toUpperCase()}, mmap`, threads: t, run: r });
   }
 
   const clips: [OursFormat, ClipRun][] = [];
