@@ -58,7 +58,8 @@ export interface DecoderLoadOptions extends SessionOptions {
    * Attention lowering (graph-fast.ts): 'capacity' (default: zero-copy KV cache), 'auto' (an
    * If per layer: GroupQueryAttention for a prompt with an empty cache, 'capacity' otherwise;
    * ~10% faster prompts, ~6% slower decode steps here), or 'gqa' (GroupQueryAttention with
-   * its shared KV buffer; in-thread only, head_dim % 16 == 0; copies the cache every step).
+   * its shared KV buffer; copies the cache every step; needs an in-thread session and
+   * head_dim % 16 == 0, else 'capacity' runs: see `model.attention`).
    */
   attention?: AttentionLowering;
   /**
@@ -141,11 +142,10 @@ export class DecoderModel {
     if (prefillChunk !== undefined && prefillChunk !== Infinity && (!Number.isInteger(prefillChunk) || prefillChunk < 1)) {
       throw new InputError(`prefillChunk must be a positive integer (or Infinity), got ${prefillChunk}`);
     }
-    // GQA's shared buffer needs preallocated outputs, which only an in-thread session takes.
+    // GQA's shared buffer needs preallocated outputs, which only an in-thread session takes,
+    // and its rotary head_dim % 16 == 0; otherwise the primitive (capacity) lowering runs.
+    // `model.attention` says which one did.
     const attention: AttentionLowering = want === 'gqa' ? (!worker && gqaSupported(inf.config) ? 'gqa' : 'capacity') : want ?? 'capacity';
-    if (want === 'gqa' && attention !== 'gqa') {
-      throw new InputError(worker ? 'the gqa attention lowering needs an in-thread session' : `the gqa attention lowering needs head_dim % 16 == 0 (this model: ${inf.config.headDim})`);
-    }
     const artifact = exportOnnx(buildFastDecoderGraph(inf.config, inf.weights, { attention, accuracyLevel }));
     const session = worker ? await createWorkerSession(artifact, sessionOpts) : await createSession(artifact, sessionOpts);
     // Only the embeddings are kept: ORT holds its own copy of every weight from here on, so

@@ -8,6 +8,7 @@ import { loadInferenceDecoder } from './inference-weights.js';
 import { KV_CHUNK } from './kv-cache.js';
 import { DecoderModel, type DecoderLoadOptions } from './model.js';
 import { quantizeDecoderFolder } from './quantize.js';
+import { writeRandomDecoderCheckpoint } from './testing/random-checkpoint.js';
 import { nextTokenAgreement, seededPrompts, type AgreementReport } from './testing/quant-quality.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
@@ -123,6 +124,29 @@ describe('quantized checkpoints', () => {
     const m = await DecoderModel.load(out, { quantize: 'q4', threads: 1 });
     expect(m.format).toBe('q4');
     await m.dispose();
+  });
+});
+
+describe('attention lowerings by head size', () => {
+  it('head_dim 8: gqa falls back to the capacity lowering, auto runs its If without rotary in GQA, all agree', async () => {
+    const dir = join(tmp, 'head8');
+    await writeRandomDecoderCheckpoint(dir, {
+      hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 48, vocab: 96, ffnLayout: 'once', format: 'safetensors', dtype: 'F32', seed: 3, maxPositions: 64,
+    });
+    const ids = [1, 7, 8, 9, 10];
+    const run = async (attention: 'capacity' | 'gqa' | 'auto') => {
+      const m = await DecoderModel.load(dir, { threads: 1, attention });
+      const a = await m.forward({ embeds: m.embed(ids), batch: 1, seq: 5, positionIds: [[0, 1, 2, 3, 4]], attentionMask: [[1, 1, 1, 1, 1]], logitsIndex: [0, 4] });
+      const b = await m.forward({ embeds: m.embed([11]), batch: 1, seq: 1, positionIds: [[5]], attentionMask: [[1, 1, 1, 1, 1, 1]], past: a.cache });
+      const ran = m.attention;
+      await m.dispose();
+      return { ran, logits: [...a.logits, ...b.logits] };
+    };
+    const cap = await run('capacity'), gqa = await run('gqa'), auto = await run('auto');
+    expect(gqa.ran).toBe('capacity');
+    expect(auto.ran).toBe('auto');
+    expect(gqa.logits).toEqual(cap.logits);
+    auto.logits.forEach((x, i) => expect(x).toBeCloseTo(cap.logits[i], 4));
   });
 });
 
