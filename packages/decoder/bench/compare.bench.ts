@@ -392,7 +392,7 @@ function render(rows: readonly Row[], llamaInfo: { release: string; bindingMs: n
       const cell = (ratio: number, target: number, higherIsBetter: boolean): string => {
         const ok = higherIsBetter ? ratio >= target : ratio <= target;
         const by = higherIsBetter ? target / ratio : ratio / target;
-        return `${ratio.toFixed(2)}× — ${ok ? 'met' : `missed, ${by.toFixed(1)}× short`}`;
+        return `${ratio.toFixed(2)}× — ${ok ? 'met' : `missed, ${by.toFixed(1)}× ${higherIsBetter ? 'short' : 'over'}`}`;
       };
       lines.push(`| ${r.name} | ${cell(g.decodeTokS / q4.decodeTokS, TARGETS.decodeVsQ4, true)} | ${cell(g.prefillTokS / q4.prefillTokS, TARGETS.prefillVsQ4, true)} | ${cell(g.atEnd.hwm / q4.hwm, TARGETS.rssVsQ4, false)} |`);
     }
