@@ -174,9 +174,7 @@ interface ClipRun {
 
 async function childClip(dir: string, threads: number, format: OursFormat): Promise<ClipRun> {
   const t0 = performance.now();
-  // As an assertion so the bench compiles whether or not the vision tower has `quantize` yet.
-  const opts = { threads, ...(format === 'fp32' ? {} : { quantize: format }) } as Parameters<typeof ClipVisionModel.load>[1];
-  const model = await ClipVisionModel.load(dir, opts);
+  const model = await ClipVisionModel.load(dir, { threads, ...(format === 'fp32' ? {} : { quantize: format }) });
   const loadMs = performance.now() - t0;
   const times: number[] = [];
   let tokens = 0;
