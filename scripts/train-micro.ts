@@ -93,11 +93,15 @@ await stage('data', P('data', 'DONE'), async () => {
 // 2. Micro CLIP ------------------------------------------------------------------------------
 await stage('clip', P('clip', 'DONE'), async () => {
   const caps = JSON.parse(await readFile(P('data', 'train', 'captions.json'), 'utf8')) as LlavaEntry[];
-  const pairs = caps.slice(0, R.clip.images).map((e) => ({ image: P('data', 'train', 'images', e.image!), caption: e.conversations[1].value }));
+  const scenes = JSON.parse(await readFile(P('data', 'train', 'scenes.json'), 'utf8')) as { shapes: { color: string }[] }[];
+  // Hard negatives: pairs with the same colours are batched together, so captions must be told apart by their shapes.
+  const pairs = caps.slice(0, R.clip.images).map((e, i) => ({
+    image: P('data', 'train', 'images', e.image!), caption: e.conversations[1].value, group: scenes[i].shapes.map((s) => s.color).sort().join(','),
+  }));
   const r = await pretrainClip({
     config: R.clip.config, pairs, out: P('clip'), steps: R.clip.steps, batchSize: R.clip.batchSize, learningRate: R.clip.learningRate,
-    weightDecay: R.clip.weightDecay, seed: R.clip.seed, threads: THREADS,
-    onStep: every(20, (s) => { const x = s as unknown as { step: number; loss: number; logitScale: number; seconds: number }; return `clip step ${x.step}/${R.clip.steps} loss ${x.loss.toFixed(4)} scale ${x.logitScale.toFixed(1)} ${x.seconds.toFixed(2)} s`; }),
+    weightDecay: R.clip.weightDecay, hardNegatives: R.clip.hardNegatives, seed: R.clip.seed, threads: THREADS,
+    onStep: every(100, (s) => { const x = s as unknown as { step: number; loss: number; logitScale: number; seconds: number }; return `clip step ${x.step}/${R.clip.steps} loss ${x.loss.toFixed(4)} scale ${x.logitScale.toFixed(1)} ${x.seconds.toFixed(2)} s`; }),
   });
   return { steps: R.clip.steps, first_loss: r.losses[0], final_loss: mean(r.losses.slice(-10)), text_vocab: r.vocabSize };
 });
@@ -110,7 +114,7 @@ await stage('lm', P('decoder-lm', 'DONE'), async () => {
   const r = await pretrainLm({
     decoder: P('decoder-init'), texts, output: P('decoder-lm'), steps: R.lm.steps, batchSize: R.lm.batchSize,
     learningRate: R.lm.learningRate, warmupRatio: 0.05, seed: R.lm.seed, threads: THREADS,
-    onStep: every(20, (s) => { const x = s as unknown as { step: number; loss: number; seconds: number }; return `lm step ${x.step}/${R.lm.steps} loss ${x.loss.toFixed(4)} ${x.seconds.toFixed(2)} s`; }),
+    onStep: every(100, (s) => { const x = s as unknown as { step: number; loss: number; seconds: number }; return `lm step ${x.step}/${R.lm.steps} loss ${x.loss.toFixed(4)} ${x.seconds.toFixed(2)} s`; }),
   });
   return { steps: R.lm.steps, first_loss: r.losses[0], final_loss: mean(r.losses.slice(-10)) };
 });
@@ -140,7 +144,7 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
     data: P('data', 'train', 'qa-multiturn.json'), imageFolder: P('data', 'train', 'images'), output: P('stage2'),
     batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03, saveSteps: 0,
     seed: R.stage2.seed, threads: THREADS,
-  }, stepLog('stage2', R.stage2.steps, 25));
+  }, stepLog('stage2', R.stage2.steps, 100));
   return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
 });
 

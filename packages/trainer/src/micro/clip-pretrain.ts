@@ -20,8 +20,15 @@ import { lrAt, warmupStepsFor } from '../schedule.js';
 export interface ClipPretrainOptions {
   /** Dims of both towers (text vocabSize is set from the merges). */
   readonly config: ClipInitConfig;
-  /** (image path, caption) pairs. */
-  readonly pairs: readonly { readonly image: string; readonly caption: string }[];
+  /** (image path, caption) pairs; `group` (optional) names a set of look-alikes (see hardNegatives). */
+  readonly pairs: readonly { readonly image: string; readonly caption: string; readonly group?: string }[];
+  /**
+   * Hard negatives: batches are filled with up to this many pairs of one group at a time
+   * (pairs with the same `group` key: for the shapes data, the same colours), each caption
+   * once per batch, so the loss cannot be met by the easy cue alone. 0 (default): plain
+   * random batches.
+   */
+  readonly hardNegatives?: number;
   /** Folder to write the trained CLIPModel to (replaced atomically). */
   readonly out: string;
   readonly steps: number;
@@ -87,6 +94,28 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
       const perEpoch = Math.floor(o.pairs.length / o.batchSize);
       if (perEpoch < 1) throw new RangeError(`${o.pairs.length} pairs are fewer than one batch of ${o.batchSize}`);
       let perm: Uint32Array | null = null;
+      const hard = o.hardNegatives ?? 0;
+      const groups = new Map<string, number[]>();
+      o.pairs.forEach((p, i) => { const k = p.group ?? String(i); groups.set(k, [...(groups.get(k) ?? []), i]); });
+      const hardRng = Rng.seeded(o.seed, 'clip-hard');
+      /** A batch of look-alike groups: each pass takes a random pair, then unseen captions of its group. */
+      const hardBatch = (): number[] => {
+        const idx: number[] = [], seen = new Set<string>();
+        for (let tries = 0; idx.length < o.batchSize && tries < 50 * o.batchSize; tries++) {
+          const a = hardRng.int(o.pairs.length);
+          const mates = groups.get(o.pairs[a].group ?? String(a))!.slice();
+          hardRng.shuffle(mates);
+          let taken = 0;
+          for (const i of [a, ...mates]) {
+            if (taken >= hard || idx.length >= o.batchSize) break;
+            if (seen.has(o.pairs[i].caption)) continue;
+            seen.add(o.pairs[i].caption);
+            idx.push(i);
+            taken++;
+          }
+        }
+        return idx;
+      };
       const scaleParam = params.find((p) => p.name === clip.heads.logitScaleWeight.name)!;
       for (let s = 0; s < o.steps; s++) {
         const ts = performance.now();
@@ -95,7 +124,7 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
           perm = Uint32Array.from({ length: o.pairs.length }, (_, i) => i);
           Rng.seeded(o.seed, `clip-order/${epoch}`).shuffle(perm);
         }
-        const idx = Array.from(perm.subarray(k * o.batchSize, (k + 1) * o.batchSize));
+        const idx = hard > 0 ? hardBatch() : Array.from(perm.subarray(k * o.batchSize, (k + 1) * o.batchSize));
         const px = new Float32Array(idx.length * per);
         idx.forEach((i, j) => px.set(allPixels.subarray(i * per, (i + 1) * per), j * per));
         const tok = clip.tokenizer.encodeBatch(idx.map((i) => captions[i]));

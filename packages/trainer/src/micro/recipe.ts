@@ -10,27 +10,27 @@ import type { MicroDecoderConfig } from './decoder-init.js';
 
 const CLIP_CONFIG: ClipInitConfig = {
   text: { vocabSize: 0, hiddenSize: 128, intermediateSize: 512, numLayers: 3, numHeads: 4, maxPositions: 32 },
-  vision: { hiddenSize: 128, intermediateSize: 512, numLayers: 4, numHeads: 4, imageSize: 64, patchSize: 8 },
+  vision: { hiddenSize: 128, intermediateSize: 512, numLayers: 4, numHeads: 4, imageSize: 64, patchSize: 16 },
   projectionDim: 128,
 };
 
 const DECODER: MicroDecoderConfig & { seed: number } = {
-  hidden: 128, layers: 4, heads: 4, intermediate: 512, vocab: 32000, maxPositions: 512, seed: 11,
+  hidden: 128, layers: 8, heads: 4, intermediate: 512, vocab: 32000, maxPositions: 512, seed: 11,
 };
 
 export const MICRO_RECIPE = {
   data: {
-    trainSeed: 1, trainImages: 12000,
+    trainSeed: 1, trainImages: 36000,
     heldoutSeed: 2, heldoutImages: 200, heldoutQaPerImage: 3,
-    lmSeed: 3, lmDocuments: 3000,
+    lmSeed: 3, lmDocuments: 13000,
     /** Held-out questions shipped in the model folder (the quantized-accuracy floors run on them). */
     shippedHeldoutQuestions: 60,
   },
-  clip: { config: CLIP_CONFIG, images: 12000, steps: 250, batchSize: 128, learningRate: 1e-3, weightDecay: 0.1, seed: 21 },
+  clip: { config: CLIP_CONFIG, images: 36000, steps: 3000, batchSize: 128, learningRate: 5e-4, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
   decoder: DECODER,
-  lm: { steps: 120, batchSize: 16, learningRate: 2e-3, seed: 31 },
+  lm: { steps: 800, batchSize: 16, learningRate: 3e-3, seed: 31 },
   stage1: { steps: 150, batchSize: 32, learningRate: 2e-3, seed: 41 },
-  stage2: { steps: 500, batchSize: 16, learningRate: 1e-3, seed: 51 },
+  stage2: { steps: 2000, batchSize: 16, learningRate: 2e-3, seed: 51 },
 };
 
 /**
