@@ -7,7 +7,7 @@
  *   2. clip      micro CLIP (ViT + text transformer), BPE on the captions, contrastive pretraining
  *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
- *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, multi-turn QA (trainer `train()`)
+ *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, one question per sample (trainer `train()`)
  *   6. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
@@ -31,7 +31,7 @@ import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
 import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
 import { pretrainClip } from '../packages/trainer/src/micro/clip-pretrain.js';
 import { writeMicroDecoder } from '../packages/trainer/src/micro/decoder-init.js';
-import { MICRO_RECIPE, MICRO_SMOKE_RECIPE, lmDocuments, multiTurnEntries } from '../packages/trainer/src/micro/recipe.js';
+import { MICRO_RECIPE, MICRO_SMOKE_RECIPE, lmDocuments } from '../packages/trainer/src/micro/recipe.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values: args } = parseArgs({
@@ -81,12 +81,10 @@ const every = (n: number, f: (s: { step: number }) => string) => (s: { step: num
 // 1. Data ------------------------------------------------------------------------------------
 await stage('data', P('data', 'DONE'), async () => {
   await rm(P('data'), { recursive: true, force: true });
-  const train = await writeShapesDataset({ out: P('data', 'train'), count: R.data.trainImages, seed: R.data.trainSeed, qaPerImage: 6 });
-  const held = await writeShapesDataset({ out: P('data', 'heldout'), count: R.data.heldoutImages, seed: R.data.heldoutSeed, qaPerImage: R.data.heldoutQaPerImage });
-  // Stage 2 trains on every image's questions as one multi-turn conversation (LLaVA-665k style).
-  const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
-  await writeFile(P('data', 'train', 'qa-multiturn.json'), `${JSON.stringify(multiTurnEntries(qa))}\n`);
-  await writeFile(P('data', 'lm.json'), `${JSON.stringify(lmDocuments(R.data.lmDocuments, R.data.lmSeed))}\n`);
+  const vocab = { kinds: R.data.kinds, colors: R.data.colors };
+  const train = await writeShapesDataset({ out: P('data', 'train'), count: R.data.trainImages, seed: R.data.trainSeed, qaPerImage: 6, ...vocab });
+  const held = await writeShapesDataset({ out: P('data', 'heldout'), count: R.data.heldoutImages, seed: R.data.heldoutSeed, qaPerImage: R.data.heldoutQaPerImage, ...vocab });
+  await writeFile(P('data', 'lm.json'), `${JSON.stringify(lmDocuments(R.data.lmDocuments, R.data.lmSeed, vocab))}\n`);
   return { train_images: train.images, train_questions: train.questions, heldout_questions: held.questions };
 });
 
@@ -141,7 +139,7 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
   await rm(P('stage2'), { recursive: true, force: true });
   const r = await train({
     stage: 'finetune', vision: P('clip'), decoder: P('decoder-lm'), projector: P('stage1', 'mm_projector.safetensors'),
-    data: P('data', 'train', 'qa-multiturn.json'), imageFolder: P('data', 'train', 'images'), output: P('stage2'),
+    data: P('data', 'train', 'qa.json'), imageFolder: P('data', 'train', 'images'), output: P('stage2'),
     batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03, saveSteps: 0,
     seed: R.stage2.seed, threads: THREADS,
   }, stepLog('stage2', R.stage2.steps, 100));
