@@ -1,6 +1,7 @@
 export * from './tensor.js';
 export * from './weights/types.js';
 export * from './weights/safetensors.js';
+export * from './fs/atomic-write.js';
 export * from './graph/types.js';
 export { GraphBuilder, ONNX_ELEM_TYPE, elemTypeOf, hostScalar } from './graph/builder.js';
 export * as nn from './graph/nn.js';

@@ -1,5 +1,6 @@
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { writeFileAtomic } from '../fs/atomic-write.js';
 import { DTYPE_BYTES, bytesOf, isDType, numel, typedFromBytes, type HostTensor } from '../tensor.js';
 import { WeightFileError, type TensorInfo, type WeightSource } from './types.js';
 
@@ -159,20 +160,4 @@ export async function writeSafetensors(
   await writeFileAtomic(path, [lenBytes, headerBytes, ...names.map((n) => bytesOf(tensors[n].data))]);
 }
 
-/** Write chunks to `path` via a temp file + fsync + rename. */
-export async function writeFileAtomic(path: string, chunks: readonly Uint8Array[] | string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    if (typeof chunks === 'string') await fh.writeFile(chunks, 'utf8');
-    else for (const c of chunks) await fh.write(c);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-}
 

@@ -13,11 +13,12 @@
  * way to stream without knowing every tensor up front. Readers (torch, zipfile, ours) find
  * records through the central directory, which lists them in torch's order.
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { DTYPE_BYTES, bytesOf, numel, type DType, type HostTensor, type TypedData } from '../tensor.js';
 import { STORAGE_DTYPES } from './pickle.js';
+import { writeFileAtomicWith } from '../fs/atomic-write.js';
 
 export type TorchBinTensors =
   | Iterable<readonly [string, HostTensor]>
@@ -367,10 +368,7 @@ export async function writeTorchBin(
   const source: Iterable<readonly [string, HostTensor]> | AsyncIterable<readonly [string, HostTensor]> =
     isRecord(tensors) ? Object.entries(tensors) : tensors;
 
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
-  let result: TorchBinWriteResult;
-  try {
+  return writeFileAtomicWith(path, async (fh) => {
     const zip = new ZipStreamWriter(fh, opts.zip64 === 'always');
     const pickled: PickledTensor[] = [];
     const byName = new Map<string, PickledTensor>();
@@ -406,14 +404,6 @@ export async function writeTorchBin(
     await zip.addEntry(`${archive}/version`, [Buffer.from('3\n')]);
     order.push(`${archive}/version`);
     const zip64 = await zip.finish(order);
-    await fh.sync();
-    result = { bytes: zip.size, tensors: pickled.length, storages, zip64 };
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-  return result;
+    return { bytes: zip.size, tensors: pickled.length, storages, zip64 };
+  });
 }

@@ -9,8 +9,7 @@
  * Tensor bytes are produced one tensor at a time while writing, so a multi-GB model never
  * sits in memory; the file appears atomically (temp file, fsync, rename).
  */
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { writeAll, writeFileAtomicWith } from '@mobillama/core';
 import { GGML_TYPE_ID, ggmlNBytes, type GgmlType } from './ggml-types.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -187,15 +186,12 @@ export async function writeGguf(
 ): Promise<GgufWriteResult> {
   const alignment = opts.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   const { header, sizes } = encodeGgufHeader(metadata, tensors, alignment);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
   let bytes = 0;
-  const put = async (b: Uint8Array): Promise<void> => {
-    // fh.write takes at most 2 GiB at once.
-    for (let off = 0; off < b.length; off += 1 << 30) await fh.write(b, off, Math.min(1 << 30, b.length - off));
-    bytes += b.length;
-  };
-  try {
+  await writeFileAtomicWith(path, async (fh) => {
+    const put = async (b: Uint8Array): Promise<void> => {
+      await writeAll(fh, b);
+      bytes += b.length;
+    };
     await put(header);
     const zeros = new Uint8Array(alignment);
     for (let i = 0; i < tensors.length; i++) {
@@ -207,13 +203,6 @@ export async function writeGguf(
       if (p) await put(zeros.subarray(0, p));
       opts.onTensor?.(i, tensors.length, t.name);
     }
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
+  });
   return { path, bytes, dataOffset: header.length };
 }

@@ -9,9 +9,9 @@
  * same whichever layout stores it, so 'per-layer-copies', 'shared-storage' and 'once'
  * checkpoints with one seed are the same model.
  */
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { DTYPE_BYTES, numel, writeFileAtomic, writeTorchBin, type HostTensor } from '@mobillama/core';
+import { mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DTYPE_BYTES, numel, writeAll, writeFileAtomic, writeFileAtomicWith, writeTorchBin, type HostTensor } from '@mobillama/core';
 
 /**
  * How the FFN weights are stored:
@@ -208,23 +208,13 @@ async function writeSafetensorsStream(path: string, names: readonly string[], sh
   const head = Buffer.alloc(8 + Buffer.byteLength(json));
   head.writeBigUInt64LE(BigInt(head.length - 8));
   head.write(json, 8, 'utf8');
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
+  await writeFileAtomicWith(path, async (fh) => {
     await fh.write(head);
     for (let i = 0; i < names.length; i++) {
       const t = produce(i);
-      const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-      for (let off = 0; off < bytes.length; off += 1 << 30) await fh.write(bytes, off, Math.min(1 << 30, bytes.length - off));
+      await writeAll(fh, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     }
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
+  });
   return head.length + offset;
 }
 
