@@ -21,23 +21,31 @@ export interface SamplingOptions {
 
 /**
  * xoshiro128** (Blackman & Vigna, 2018): 128-bit state, period 2^128 − 1, passes BigCrush;
- * the state is seeded from a 32-bit seed with splitmix32 so that nearby seeds diverge.
+ * the state is seeded from a 32-bit seed with splitmix32 so that nearby seeds diverge, or
+ * restored from `state()` (a checkpoint can store it and continue the exact sequence).
  * `next()` gives uint32; `nextFloat()` a double in [0, 1) with 53 random bits.
  */
 export class Xoshiro128 {
   private readonly s = new Uint32Array(4);
 
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    for (let i = 0; i < 4; i++) {
-      // splitmix32
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+  constructor(seedOrState: number | readonly [number, number, number, number]) {
+    if (typeof seedOrState !== 'number') this.s.set(seedOrState);
+    else {
+      let x = seedOrState >>> 0;
+      for (let i = 0; i < 4; i++) {
+        // splitmix32
+        x = (x + 0x9e3779b9) >>> 0;
+        let z = x;
+        z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+        z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+        this.s[i] = (z ^ (z >>> 16)) >>> 0;
+      }
     }
-    if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
+    if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1; // the all-zero state is a fixed point
+  }
+
+  state(): [number, number, number, number] {
+    return [this.s[0], this.s[1], this.s[2], this.s[3]];
   }
 
   next(): number {
