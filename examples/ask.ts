@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { MobiLlamaV } from '@mobillama/pipeline';
 
 const model = process.env.MOBILLAMA_MODEL ?? fileURLToPath(new URL('../models/mobillama-v-micro', import.meta.url));
-const image = process.argv[2] ?? fileURLToPath(new URL('images/blue-square-green-triangle.png', import.meta.url));
-const question = process.argv[3] ?? 'What color is the triangle?';
+const image = process.argv[2] ?? fileURLToPath(new URL('images/red-circle.png', import.meta.url));
+const question = process.argv[3] ?? 'What color is the circle?';
 
 const m = await MobiLlamaV.load({ model, threads: 2 });
 try {

@@ -2,9 +2,36 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { quantizedAccuracyDrops } from '../packages/pipeline/src/testing/quantized-accuracy.js';
 
-// The issue's floors on the shipped micro model (drops ≤ 1 point at int8, ≤ 3 at int4) need
-// models/mobillama-v-micro, which does not exist yet (issue 6); `quantizedAccuracyDrops` is
-// ready for that test and is exercised here on the tiny fixture.
+// Quantized at load, the shipped micro model may lose at most 1 point of held-out exact-match
+// accuracy at int8 and 3 at int4. The held-out split is regenerated exactly as the recipe made
+// it (seed, size and world from the model's training.json): 600 questions about images it
+// never trained on. (On the 150 that ship in heldout/, one question is 0.67 points: too
+// coarse for a 1-point floor.)
+
+describe('the shipped micro model, quantized at load', () => {
+  it('loses ≤ 1 point at int8 (q8) and ≤ 3 points at int4 (q4) on the held-out split', async () => {
+    const { mkdtemp, readFile, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { ROOT, runCli } = await import('./cli-helpers.js');
+    const model = `${ROOT}models/mobillama-v-micro`;
+    const { recipe: { data: d } } = JSON.parse(await readFile(join(model, 'training.json'), 'utf8')) as {
+      recipe: { data: { heldoutSeed: number; heldoutImages: number; heldoutQaPerImage: number; kinds: string[]; colors: string[] } };
+    };
+    const dir = await mkdtemp(join(tmpdir(), 'micro-heldout-'));
+    try {
+      const gen = await runCli(['data', 'shapes', '--out', dir, '--count', String(d.heldoutImages), '--seed', String(d.heldoutSeed),
+        '--qa-per-image', String(d.heldoutQaPerImage), '--shapes', d.kinds.join(','), '--colors', d.colors.join(',')]);
+      expect(gen.code, gen.stderr).toBe(0);
+      const r = await quantizedAccuracyDrops({ model, threads: 2 }, { data: join(dir, 'qa.json'), imageFolder: join(dir, 'images') });
+      console.info(r.map((x) => `${x.format} ${(100 * x.accuracy).toFixed(1)}% (drop ${x.dropPoints.toFixed(1)})`).join(', '));
+      expect(r.map((x) => x.count)).toEqual([600, 600, 600]);
+      expect(r[1].dropPoints).toBeLessThanOrEqual(1);
+      expect(r[2].dropPoints).toBeLessThanOrEqual(3);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 600_000);
+});
 
 describe('quantizedAccuracyDrops (on the tiny fixture, no floors: its weights are random)', () => {
   it('evaluates fp32, int8 and int4 on the same items', async () => {

@@ -104,3 +104,20 @@ describe('MobiLlamaV against the PyTorch LLaVA reference (tiny-llava)', () => {
     await expect(m.answer({ image: '/no/such.png', question: 'x' })).rejects.toThrow(/no\/such\.png/);
   });
 });
+
+describe('quantize at load', () => {
+  it('passes q4 block size and zero points to the decoder (they change the scores, fp32 stays the reference)', async () => {
+    const score = async (opts: Partial<Parameters<typeof MobiLlamaV.load>[0]>) => {
+      const q = await MobiLlamaV.load({ model: DIR, threads: 1, template: 'plain', ...opts });
+      try {
+        return (await q.scoreContinuation({ image: IMAGE, prompt: '<image>\n', continuation: ' a red circle' })).total;
+      } finally {
+        await q.dispose();
+      }
+    };
+    const [f32, q4, q4zp] = [await score({}), await score({ quantize: 'q4' }), await score({ quantize: 'q4', q4: { blockSize: 16, zeroPoints: true } })];
+    for (const x of [f32, q4, q4zp]) expect(Number.isFinite(x)).toBe(true);
+    expect(q4zp).not.toBe(q4);
+    expect(q4).not.toBe(f32);
+  });
+});

@@ -41,7 +41,7 @@ export class MobiLlamaV implements VqaModel {
     const parts: { dispose(): Promise<void> }[] = [];
     try {
       // DecoderModel.load reads float and quantized checkpoints, and quantizes at load when asked.
-      const decoder = await DecoderModel.load(r.decoderDir, { ...session, configJson: r.decoderConfig, quantize: opts.quantize });
+      const decoder = await DecoderModel.load(r.decoderDir, { ...session, configJson: r.decoderConfig, quantize: opts.quantize, q4: opts.q4 });
       parts.push(decoder);
       const vision = await ClipVisionModel.load(r.visionDir, {
         ...session, featureLayer: r.selection.featureLayer, featureKind: r.selection.featureKind, aspect: r.selection.aspect, quantize: opts.quantize,

@@ -1,4 +1,4 @@
-import type { QuantizeMode } from '@mobillama/core';
+import type { Q4Options, QuantizeMode } from '@mobillama/core';
 import type { GenerateOptions, GenerationPiece, GenerationTimings } from '@mobillama/decoder';
 
 /** An image: a file path (CLI and library use only; the server never passes paths), bytes, or a data: URL. */
@@ -23,6 +23,8 @@ export interface ModelOptions {
    * Quantized checkpoints (`mobillama-v quantize`) load as stored without it.
    */
   quantize?: QuantizeMode;
+  /** With quantize q4: block size (default 32) and zero points (default off). */
+  q4?: Q4Options;
 }
 
 export interface ChatMessage {

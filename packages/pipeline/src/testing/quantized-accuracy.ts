@@ -13,9 +13,9 @@ export interface FormatAccuracy {
 }
 
 /**
- * Held-out exact-match accuracy of a VLM at fp32 and quantized at load, for the issue's
- * floors on the shipped micro model (drop ≤ 1 point at int8, ≤ 3 at int4). The model does
- * not exist yet: test/quantized-accuracy.e2e.test.ts runs this once it does.
+ * Held-out exact-match accuracy of a VLM at fp32 and quantized at load, for the floors on
+ * the shipped micro model (drop ≤ 1 point at int8, ≤ 3 at int4) that
+ * test/quantized-accuracy.e2e.test.ts holds.
  */
 export async function quantizedAccuracyDrops(
   model: ModelOptions, data: Pick<EvalOptions, 'data' | 'imageFolder' | 'limit' | 'maxNewTokens'>,

@@ -35,7 +35,7 @@ export const MICRO_RECIPE = {
     /** Held-out questions shipped in the model folder (the quantized-accuracy floors run on them). */
     shippedHeldoutQuestions: 150,
   },
-  clip: { config: CLIP_CONFIG, images: 24000, steps: 800, batchSize: 64, learningRate: 5e-4, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
+  clip: { config: CLIP_CONFIG, images: 24000, steps: 2500, batchSize: 64, learningRate: 5e-4, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
   decoder: DECODER,
   lm: { steps: 400, batchSize: 16, learningRate: 3e-3, seed: 31 },
   stage1: { steps: 150, batchSize: 32, learningRate: 2e-3, seed: 41 },
