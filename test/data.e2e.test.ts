@@ -20,6 +20,11 @@ describe('mobillama-v data shapes', () => {
     const captions = JSON.parse(await readFile(join(b, 'captions.json'), 'utf8')) as { conversations: { value: string }[] }[];
     for (const c of captions) expect(c.conversations[1].value).toMatch(/^(?:(?:an?|two|three|four) (?:red|blue|green) (?:circles?|stars?)(?:, | and |\.$))+/);
 
+    // Without --shapes/--colors: the shipped micro model's world, so `eval` on it is fair.
+    const meta = JSON.parse(await readFile(join(a, 'meta.json'), 'utf8')) as { shapes: string[]; colors: string[] };
+    expect(meta.shapes).toEqual(['circle', 'square', 'triangle', 'star']);
+    expect(meta.colors).toEqual(['red', 'yellow', 'green', 'cyan', 'blue', 'purple', 'pink', 'black']);
+
     const again = await mkdtemp(join(tmpdir(), 'data-c-'));
     await runCli(['data', 'shapes', '--out', again, '--count', '12', '--seed', '21', '--qa-per-image', '2']);
     for (const f of ['captions.json', 'qa.json', 'images/shapes-21-000007.png']) {

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
-  COLOR_NAMES, DEFAULT_QA_PER_IMAGE, DEFAULT_SIZE, QA_TYPES, SHAPE_KINDS, checkShapesOptions, writeShapesDataset,
+  COLOR_NAMES, DEFAULT_QA_PER_IMAGE, MICRO_WORLD, DEFAULT_SIZE, QA_TYPES, SHAPE_KINDS, checkShapesOptions, writeShapesDataset,
   type ColorName, type ShapeKind, type ShapesOptions,
 } from '@mobillama/trainer/synthetic';
 import { UsageError } from '../errors.js';
@@ -41,13 +41,13 @@ export function registerData(program: Command): void {
     .requiredOption('--seed <n>', 'seed (integer in [0, 2^32)); use different seeds for train and held-out splits')
     .option('--size <px>', `image side in pixels (default ${DEFAULT_SIZE})`)
     .option('--qa-per-image <n>', `questions per image, each of a different type (default ${DEFAULT_QA_PER_IMAGE}, at most ${QA_TYPES.length})`)
-    .option('--shapes <list>', `comma-separated subset of ${SHAPE_KINDS.join(',')} (default all)`)
-    .option('--colors <list>', `comma-separated subset of ${COLOR_NAMES.join(',')} (default all)`)
+    .option('--shapes <list>', `comma-separated subset of ${SHAPE_KINDS.join(',')} (default ${MICRO_WORLD.kinds.join(',')}: the shipped model's world)`)
+    .option('--colors <list>', `comma-separated subset of ${COLOR_NAMES.join(',')} (default ${MICRO_WORLD.colors.join(',')})`)
     .option('--json', 'print a JSON summary {"images","captions","questions","by_type","seconds"}')
     .action(async (f: ShapesFlags) => {
       const opts: ShapesOptions = {
         count: int('count', f.count)!, seed: int('seed', f.seed)!, size: int('size', f.size), qaPerImage: int('qa-per-image', f.qaPerImage),
-        kinds: list<ShapeKind>('shapes', f.shapes, SHAPE_KINDS), colors: list<ColorName>('colors', f.colors, COLOR_NAMES),
+        kinds: list<ShapeKind>('shapes', f.shapes, SHAPE_KINDS) ?? MICRO_WORLD.kinds, colors: list<ColorName>('colors', f.colors, COLOR_NAMES) ?? MICRO_WORLD.colors,
       };
       try {
         checkShapesOptions(opts);

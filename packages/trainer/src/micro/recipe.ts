@@ -4,7 +4,7 @@
  */
 import type { ClipInitConfig } from '@mobillama/vision';
 import { shapesSamples } from '../synthetic/shapes-dataset.js';
-import { capitalize, type ColorName, type ShapeKind } from '../synthetic/vocabulary.js';
+import { MICRO_WORLD, capitalize, type ColorName, type ShapeKind } from '../synthetic/vocabulary.js';
 import type { MicroDecoderConfig } from './decoder-init.js';
 
 const CLIP_CONFIG: ClipInitConfig = {
@@ -19,16 +19,9 @@ const DECODER: MicroDecoderConfig & { seed: number } = {
   hidden: 128, layers: 8, heads: 4, intermediate: 512, vocab: 32000, maxPositions: 512, seed: 11,
 };
 
-/**
- * The issue's minimum world (4 kinds, 8 colours): diamond (a turned square) and cross (a
- * star at 8 px per patch) and the closest colour pair (orange/yellow) are left out.
- */
-const KINDS: readonly ShapeKind[] = ['circle', 'square', 'triangle', 'star'];
-const COLORS: readonly ColorName[] = ['red', 'yellow', 'green', 'cyan', 'blue', 'purple', 'pink', 'black'];
-
 export const MICRO_RECIPE = {
   data: {
-    kinds: KINDS, colors: COLORS,
+    kinds: MICRO_WORLD.kinds, colors: MICRO_WORLD.colors,
     trainSeed: 1, trainImages: 24000,
     heldoutSeed: 2, heldoutImages: 200, heldoutQaPerImage: 3,
     lmSeed: 3, lmDocuments: 13000,

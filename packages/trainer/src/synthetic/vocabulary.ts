@@ -29,6 +29,16 @@ export const COLORS = {
 export type ColorName = keyof typeof COLORS;
 export const COLOR_NAMES = Object.keys(COLORS) as ColorName[];
 
+/**
+ * The shipped micro model's world, the issue's minimum (4 kinds, 8 colours): diamond (a
+ * turned square), cross (a star at 8 px per patch) and the closest colour pair's orange are
+ * left out. `mobillama-v data shapes` defaults to it, so its data and the default model agree.
+ */
+export const MICRO_WORLD: { readonly kinds: readonly ShapeKind[]; readonly colors: readonly ColorName[] } = {
+  kinds: ['circle', 'square', 'triangle', 'star'],
+  colors: ['red', 'yellow', 'green', 'cyan', 'blue', 'purple', 'pink', 'black'],
+};
+
 /** Most shapes per image; number words below cover 0 … MAX_SHAPES. */
 export const MAX_SHAPES = 4;
 const NUMBER_WORDS = ['zero', 'one', 'two', 'three', 'four'] as const;
