@@ -1,5 +1,6 @@
 import onnxProto from 'onnx-proto';
-import { dirname, relative, sep } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { dirname, relative, resolve, sep } from 'node:path';
 import { bytesOf, type HostTensor } from '../tensor.js';
 import { ONNX_ELEM_TYPE, elemTypeOf } from './builder.js';
 import type { AttrValue, Graph, Value } from './types.js';
@@ -95,9 +96,28 @@ function tensorProto(name: string, t: HostTensor): onnxProto.onnx.ITensorProto {
   return { name, dims: [...t.shape], dataType: ONNX_ELEM_TYPE[elemTypeOf(t)], rawData: bytesOf(t.data) };
 }
 
+/**
+ * A weight file's path with symlinks resolved: ORT checks that each external data file, once
+ * resolved, lies inside the folder it was given, and the Hugging Face cache links every file
+ * of a snapshot to a blob in another folder.
+ */
+function canonicalPath(file: string, cache: Map<string, string>): string {
+  let real = cache.get(file);
+  if (real === undefined) {
+    try {
+      real = realpathSync(file);
+    } catch {
+      real = resolve(file); // a missing file fails later, in ORT, with its own message
+    }
+    cache.set(file, real);
+  }
+  return real;
+}
+
 /** Serializes a graph as an ONNX ModelProto. */
 export function exportOnnx(graph: Graph, opts: ExportOptions = {}): OnnxArtifact {
-  const files = graph.initializers.flatMap((i) => (i.data.kind === 'file' ? [i.data.location.file] : []));
+  const realPaths = new Map<string, string>();
+  const files = graph.initializers.flatMap((i) => (i.data.kind === 'file' ? [canonicalPath(i.data.location.file, realPaths)] : []));
   const weightsFolder = files.length ? commonFolder(files) : undefined;
   const memoryData: { path: string; data: Uint8Array }[] = [];
   // ORT takes external data either from files in one folder or from an in-memory table,
@@ -114,7 +134,7 @@ export function exportOnnx(graph: Graph, opts: ExportOptions = {}): OnnxArtifact
     if (data.kind === 'tensor' && (inlineAll || data.tensor.data.byteLength < INLINE_LIMIT)) return tensorProto(value.name, data.tensor);
     let location: string, offset: number, length: number;
     if (data.kind === 'file') {
-      location = relative(weightsFolder!, data.location.file).split(sep).join('/');
+      location = relative(weightsFolder!, canonicalPath(data.location.file, realPaths)).split(sep).join('/');
       offset = data.location.byteOffset;
       length = data.location.byteLength;
     } else {
