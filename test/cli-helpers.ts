@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -30,4 +31,28 @@ export function expectCleanFailure(r: CliResult): string {
   const lines = r.stderr.trimEnd().split('\n');
   if (lines.length !== 1 || /\n\s+at /.test(r.stderr)) throw new Error(`expected one stderr line, got: ${r.stderr}`);
   return lines[0];
+}
+
+/** The shipped micro model (models/mobillama-v-micro). */
+export const MICRO_MODEL = `${ROOT}models/mobillama-v-micro`;
+
+/** The micro model's recipe data settings, as its training.json records them. */
+export interface MicroDataRecipe {
+  heldoutSeed: number;
+  heldoutImages: number;
+  heldoutQaPerImage: number;
+  kinds: string[];
+  colors: string[];
+}
+
+export async function microDataRecipe(): Promise<MicroDataRecipe> {
+  return (JSON.parse(await readFile(`${MICRO_MODEL}/training.json`, 'utf8')) as { recipe: { data: MicroDataRecipe } }).recipe.data;
+}
+
+/** `data shapes` into `out`, in the micro model's world (its kinds and colours). */
+export async function writeMicroWorldShapes(out: string, count: number, seed: number, qaPerImage: number): Promise<void> {
+  const d = await microDataRecipe();
+  const r = await runCli(['data', 'shapes', '--out', out, '--count', String(count), '--seed', String(seed), '--qa-per-image', String(qaPerImage),
+    '--shapes', d.kinds.join(','), '--colors', d.colors.join(',')]);
+  if (r.code !== 0) throw new Error(`data shapes failed (${r.code}): ${r.stderr}`);
 }

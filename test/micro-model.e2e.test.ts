@@ -3,12 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MobiLlamaV, evaluate, type EvalReport } from '@mobillama/pipeline';
-import { ROOT, runCli } from './cli-helpers.js';
+import { MICRO_MODEL as MODEL, runCli, writeMicroWorldShapes } from './cli-helpers.js';
 
 // The shipped micro model (models/mobillama-v-micro, from `pnpm train:micro`): the default
 // model of every command, answering questions about the synthetic shapes it was trained on.
 
-const MODEL = `${ROOT}models/mobillama-v-micro`;
 /** Never used by the recipe (train 1, held-out 2, LM text 3). */
 const TEST_SEED = 4242;
 /** Under the 58.3% measured on this sample (53.3% on the recipe's 600 held-out questions; models/README.md). */
@@ -22,11 +21,7 @@ describe('the shipped micro model', () => {
   beforeAll(async () => {
     data = await mkdtemp(join(tmpdir(), 'micro-heldout-'));
     dirs.push(data);
-    // The model's world (kinds and colours) as its recipe recorded it.
-    const { recipe } = JSON.parse(await readFile(join(MODEL, 'training.json'), 'utf8')) as { recipe: { data: { kinds: string[]; colors: string[] } } };
-    const r = await runCli(['data', 'shapes', '--out', data, '--count', '20', '--seed', String(TEST_SEED), '--qa-per-image', '3',
-      '--shapes', recipe.data.kinds.join(','), '--colors', recipe.data.colors.join(',')]);
-    expect(r.code, r.stderr).toBe(0);
+    await writeMicroWorldShapes(data, 20, TEST_SEED, 3);
   });
 
   it('is the LLaVA layout, fp16, within 30 MB', async () => {

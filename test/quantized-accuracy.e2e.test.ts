@@ -1,6 +1,9 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { quantizedAccuracyDrops } from '../packages/pipeline/src/testing/quantized-accuracy.js';
+import { MICRO_MODEL, ROOT, microDataRecipe, runCli, writeMicroWorldShapes } from './cli-helpers.js';
 
 // Quantized at load, the shipped micro model may lose at most 1 point of held-out exact-match
 // accuracy at int8 and 3 at int4. The held-out split is regenerated exactly as the recipe made
@@ -10,19 +13,11 @@ import { quantizedAccuracyDrops } from '../packages/pipeline/src/testing/quantiz
 
 describe('the shipped micro model, quantized at load', () => {
   it('loses ≤ 1 point at int8 (q8) and ≤ 3 points at int4 (q4) on the held-out split', async () => {
-    const { mkdtemp, readFile, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { ROOT, runCli } = await import('./cli-helpers.js');
-    const model = `${ROOT}models/mobillama-v-micro`;
-    const { recipe: { data: d } } = JSON.parse(await readFile(join(model, 'training.json'), 'utf8')) as {
-      recipe: { data: { heldoutSeed: number; heldoutImages: number; heldoutQaPerImage: number; kinds: string[]; colors: string[] } };
-    };
+    const d = await microDataRecipe();
     const dir = await mkdtemp(join(tmpdir(), 'micro-heldout-'));
     try {
-      const gen = await runCli(['data', 'shapes', '--out', dir, '--count', String(d.heldoutImages), '--seed', String(d.heldoutSeed),
-        '--qa-per-image', String(d.heldoutQaPerImage), '--shapes', d.kinds.join(','), '--colors', d.colors.join(',')]);
-      expect(gen.code, gen.stderr).toBe(0);
-      const r = await quantizedAccuracyDrops({ model, threads: 2 }, { data: join(dir, 'qa.json'), imageFolder: join(dir, 'images') });
+      await writeMicroWorldShapes(dir, d.heldoutImages, d.heldoutSeed, d.heldoutQaPerImage);
+      const r = await quantizedAccuracyDrops({ model: MICRO_MODEL, threads: 2 }, { data: join(dir, 'qa.json'), imageFolder: join(dir, 'images') });
       console.info(r.map((x) => `${x.format} ${(100 * x.accuracy).toFixed(1)}% (drop ${x.dropPoints.toFixed(1)})`).join(', '));
       expect(r.map((x) => x.count)).toEqual([600, 600, 600]);
       expect(r[1].dropPoints).toBeLessThanOrEqual(1);
@@ -35,9 +30,6 @@ describe('the shipped micro model, quantized at load', () => {
 
 describe('quantizedAccuracyDrops (on the tiny fixture, no floors: its weights are random)', () => {
   it('evaluates fp32, int8 and int4 on the same items', async () => {
-    const { mkdtemp } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { ROOT, runCli } = await import('./cli-helpers.js');
     const dir = await mkdtemp(join(tmpdir(), 'qacc-'));
     expect((await runCli(['data', 'shapes', '--out', dir, '--count', '2', '--seed', '5', '--size', '32'])).code).toBe(0);
     const r = await quantizedAccuracyDrops(

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
-  COLOR_NAMES, DEFAULT_QA_PER_IMAGE, MICRO_WORLD, DEFAULT_SIZE, QA_TYPES, SHAPE_KINDS, checkShapesOptions, writeShapesDataset,
+  COLOR_NAMES, DEFAULT_QA_PER_IMAGE, DEFAULT_SIZE, MICRO_WORLD, QA_TYPES, SHAPE_KINDS, checkShapesOptions, writeShapesDataset,
   type ColorName, type ShapeKind, type ShapesOptions,
 } from '@mobillama/trainer/synthetic';
 import { UsageError } from '../errors.js';

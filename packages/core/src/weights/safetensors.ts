@@ -159,5 +159,3 @@ export async function writeSafetensors(
   lenBytes.writeBigUInt64LE(BigInt(headerBytes.length));
   await writeFileAtomic(path, [lenBytes, headerBytes, ...names.map((n) => bytesOf(tensors[n].data))]);
 }
-
-

@@ -51,6 +51,46 @@ export interface ClipPretrainResult {
 
 const MAX_LOGIT_SCALE = Math.log(100);
 
+type GroupedPair = { readonly caption: string; readonly group?: string };
+
+/** Pair indices by `group` (a pair without one is its own group). */
+export function groupPairs(pairs: readonly GroupedPair[]): Map<string, number[]> {
+  const groups = new Map<string, number[]>();
+  pairs.forEach((p, i) => {
+    const k = p.group ?? String(i);
+    const g = groups.get(k);
+    if (g) g.push(i);
+    else groups.set(k, [i]);
+  });
+  return groups;
+}
+
+/**
+ * A batch of look-alikes: each pass draws a random pair, then up to `perGroup` pairs of its
+ * group in random order, skipping captions already in the batch (a duplicate caption would
+ * be a false negative for the contrastive loss). Gives up after 50 passes per slot, so a
+ * batch can come out short when there are too few distinct captions.
+ */
+export function hardNegativeBatch(
+  pairs: readonly GroupedPair[], groups: ReadonlyMap<string, readonly number[]>, batchSize: number, perGroup: number, rng: Rng,
+): number[] {
+  const idx: number[] = [], seen = new Set<string>();
+  for (let tries = 0; idx.length < batchSize && tries < 50 * batchSize; tries++) {
+    const a = rng.int(pairs.length);
+    const mates = groups.get(pairs[a].group ?? String(a))!.slice();
+    rng.shuffle(mates);
+    let taken = 0;
+    for (const i of [a, ...mates]) {
+      if (taken >= perGroup || idx.length >= batchSize) break;
+      if (seen.has(pairs[i].caption)) continue;
+      seen.add(pairs[i].caption);
+      idx.push(i);
+      taken++;
+    }
+  }
+  return idx;
+}
+
 export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrainResult> {
   const t0 = performance.now();
   const merges = trainClipBpe(o.pairs.map((p) => p.caption), { numMerges: o.numMerges ?? 400 });
@@ -95,27 +135,8 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
       if (perEpoch < 1) throw new RangeError(`${o.pairs.length} pairs are fewer than one batch of ${o.batchSize}`);
       let perm: Uint32Array | null = null;
       const hard = o.hardNegatives ?? 0;
-      const groups = new Map<string, number[]>();
-      o.pairs.forEach((p, i) => { const k = p.group ?? String(i); groups.set(k, [...(groups.get(k) ?? []), i]); });
+      const groups = groupPairs(o.pairs);
       const hardRng = Rng.seeded(o.seed, 'clip-hard');
-      /** A batch of look-alike groups: each pass takes a random pair, then unseen captions of its group. */
-      const hardBatch = (): number[] => {
-        const idx: number[] = [], seen = new Set<string>();
-        for (let tries = 0; idx.length < o.batchSize && tries < 50 * o.batchSize; tries++) {
-          const a = hardRng.int(o.pairs.length);
-          const mates = groups.get(o.pairs[a].group ?? String(a))!.slice();
-          hardRng.shuffle(mates);
-          let taken = 0;
-          for (const i of [a, ...mates]) {
-            if (taken >= hard || idx.length >= o.batchSize) break;
-            if (seen.has(o.pairs[i].caption)) continue;
-            seen.add(o.pairs[i].caption);
-            idx.push(i);
-            taken++;
-          }
-        }
-        return idx;
-      };
       const scaleParam = params.find((p) => p.name === clip.heads.logitScaleWeight.name)!;
       for (let s = 0; s < o.steps; s++) {
         const ts = performance.now();
@@ -124,7 +145,7 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
           perm = Uint32Array.from({ length: o.pairs.length }, (_, i) => i);
           Rng.seeded(o.seed, `clip-order/${epoch}`).shuffle(perm);
         }
-        const idx = hard > 0 ? hardBatch() : Array.from(perm.subarray(k * o.batchSize, (k + 1) * o.batchSize));
+        const idx = hard > 0 ? hardNegativeBatch(o.pairs, groups, o.batchSize, hard, hardRng) : Array.from(perm.subarray(k * o.batchSize, (k + 1) * o.batchSize));
         const px = new Float32Array(idx.length * per);
         idx.forEach((i, j) => px.set(allPixels.subarray(i * per, (i + 1) * per), j * per));
         const tok = clip.tokenizer.encodeBatch(idx.map((i) => captions[i]));

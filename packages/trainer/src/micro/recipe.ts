@@ -1,6 +1,6 @@
 /**
  * The micro MobiLlama-V recipe (`pnpm train:micro`, scripts/train-micro.ts): dims, seeds and
- * step counts in one place, plus the two data conversions it needs.
+ * step counts in one place, plus the LM pretraining text it needs.
  */
 import type { ClipInitConfig } from '@mobillama/vision';
 import { shapesSamples } from '../synthetic/shapes-dataset.js';
@@ -25,7 +25,7 @@ export const MICRO_RECIPE = {
     trainSeed: 1, trainImages: 24000,
     heldoutSeed: 2, heldoutImages: 200, heldoutQaPerImage: 3,
     lmSeed: 3, lmDocuments: 13000,
-    /** Held-out questions shipped in the model folder (the quantized-accuracy floors run on them). */
+    /** Held-out questions shipped in the model folder (a quick `eval`; the tests use them). */
     shippedHeldoutQuestions: 150,
   },
   clip: { config: CLIP_CONFIG, images: 24000, steps: 2500, batchSize: 64, learningRate: 5e-4, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
