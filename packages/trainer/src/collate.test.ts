@@ -42,6 +42,20 @@ describe('collate', () => {
     expect(mb.targets).toBe(2);
   });
 
+  it('independent turns: each turn\'s positions restart where the prefix (image rows included) ends; segments go to the graph', () => {
+    const a: LoadedSample = {
+      id: 'p', ids: [1, IMAGE_TOKEN_ID, 10, 11, 20, 21, 22], labels: [I, I, I, 11, I, 21, 22], image: 'a.png', pixels: px(1),
+      segments: [0, 0, 1, 1, 2, 2, 2],
+    };
+    const f = collate([a], opts).feeds;
+    // Prefix: BOS + 3 image rows (positions 0..3); turn 1 at 4, 5; turn 2 at 4, 5, 6.
+    expect(nums(f[TRAIN_IO.positions].data as BigInt64Array)).toEqual([0, 1, 2, 3, 4, 5, 4, 5, 6]);
+    expect(nums(f[TRAIN_IO.segments].data as BigInt64Array)).toEqual([0, 0, 0, 0, 1, 1, 2, 2, 2]);
+    // Ordinary samples: one segment, positions 0..T-1.
+    const g = collate([{ id: 't', ids: [1, 5, 6], labels: [I, 5, 6], image: null, pixels: null }], opts).feeds;
+    expect(nums(g[TRAIN_IO.segments].data as BigInt64Array)).toEqual([0, 0, 0]);
+  });
+
   it('refuses a marker without pixels', () => {
     expect(() => collate([{ id: 'x', ids: [1, IMAGE_TOKEN_ID], labels: [I, I], image: 'x', pixels: null }], opts)).toThrow(/sample x/);
   });

@@ -10,7 +10,7 @@ export interface LoadedSample extends TokenizedSample {
 /** Graph input names of the training and eval graphs (see graph.ts). */
 export const TRAIN_IO = {
   textIds: 'text_ids', pixels: 'pixel_values', splice: 'splice_index', positions: 'position_ids',
-  padBias: 'pad_bias', targetIndex: 'target_index', targetIds: 'target_ids', nll: 'nll_sum',
+  segments: 'segment_ids', padBias: 'pad_bias', targetIndex: 'target_index', targetIds: 'target_ids', nll: 'nll_sum',
   grad: (name: string) => `grad.${name}`,
 } as const;
 
@@ -59,9 +59,10 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
   const text: number[] = [];
   const rows: number[][] = []; // per sample: row of concat(text, images) per position
   const labels: number[][] = [];
+  const segs: number[][] = []; // per sample and position: 0 (prefix, or the whole sequence) or the turn
   const images: Float32Array[] = [];
   for (const s of samples) {
-    const r: number[] = [], l: number[] = [];
+    const r: number[] = [], l: number[] = [], sg: number[] = [];
     const marker = s.ids.indexOf(IMAGE_TOKEN_ID);
     let imageRow = -1;
     if (marker >= 0) {
@@ -75,30 +76,39 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
         for (let j = 0; j < N && r.length < opts.maxLength; j++) {
           r.push(-1 - (imageRow * N + j)); // image rows are resolved once Lt is known
           l.push(IGNORE_INDEX);
+          sg.push(s.segments?.[i] ?? 0);
         }
         continue;
       }
       r.push(text.length);
       text.push(s.ids[i]);
       l.push(s.labels[i]);
+      sg.push(s.segments?.[i] ?? 0);
     }
     rows.push(r);
     labels.push(l);
+    segs.push(sg);
   }
   if (text.length === 0) text.push(0);
   const Lt = text.length;
   const T = Math.max(1, ...rows.map((r) => r.length));
   const splice = new BigInt64Array(B * T);
   const positions = new BigInt64Array(B * T);
+  const segments = new BigInt64Array(B * T);
   const padBias = new Float32Array(B * T);
   const targetIndex: bigint[] = [], targetIds: bigint[] = [];
   let tokens = 0;
   for (let b = 0; b < B; b++) {
-    const r = rows[b], l = labels[b];
+    const r = rows[b], l = labels[b], sg = segs[b];
     tokens += r.length;
+    // Independent turns: each turn's positions continue from the end of the shared prefix.
+    const prefix = Math.max(0, sg.findIndex((x) => x !== 0));
+    let turnStart = 0;
     for (let t = 0; t < T; t++) {
       const k = b * T + t;
-      positions[k] = BigInt(t);
+      if (t < r.length && sg[t] !== 0 && sg[t] !== sg[t - 1]) turnStart = t;
+      positions[k] = BigInt(t < r.length && sg[t] !== 0 ? prefix + t - turnStart : t);
+      segments[k] = BigInt(t < r.length ? sg[t] : 0);
       if (t < r.length) splice[k] = BigInt(r[t] >= 0 ? r[t] : Lt + (-1 - r[t]));
       else padBias[k] = MASKED;
       // HF shifts: the logits at t predict the label at t + 1.
@@ -117,6 +127,7 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
     [TRAIN_IO.pixels]: { dtype: 'float32', dims: [Bi, C, S1, S2], data: pixels },
     [TRAIN_IO.splice]: { dtype: 'int64', dims: [B, T], data: splice },
     [TRAIN_IO.positions]: { dtype: 'int64', dims: [B, T], data: positions },
+    [TRAIN_IO.segments]: { dtype: 'int64', dims: [B, T], data: segments },
     [TRAIN_IO.padBias]: { dtype: 'float32', dims: [B, 1, 1, T], data: padBias },
     [TRAIN_IO.targetIndex]: { dtype: 'int64', dims: [targetIndex.length], data: BigInt64Array.from(targetIndex) },
     [TRAIN_IO.targetIds]: { dtype: 'int64', dims: [targetIds.length], data: BigInt64Array.from(targetIds) },

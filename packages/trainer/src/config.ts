@@ -23,6 +23,12 @@ export interface TrainConfig {
   readonly output: string;
   /** Default: plain for pretrain, vicuna_v1 otherwise (LLaVA-1.5's choice). */
   readonly template: TrainTemplate;
+  /**
+   * Train each human/gpt round of a conversation as if it were asked alone about the image:
+   * the prefix (system prompt, image) is computed once per conversation, each round sees only
+   * it and itself (see preprocessIndependentTurns). vicuna_v1 only.
+   */
+  readonly independentTurns: boolean;
   readonly tuneVision: boolean;
   readonly loraR: number;
   readonly loraAlpha: number;
@@ -73,6 +79,7 @@ export function resolveConfig(input: TrainConfigInput): TrainConfig {
   const c: TrainConfig = {
     projectorType: 'mlp2x_gelu',
     template: stage === 'pretrain' ? 'plain' : 'vicuna_v1',
+    independentTurns: false,
     tuneVision: false,
     loraR: 128,
     loraAlpha: 256,
@@ -109,6 +116,7 @@ export function resolveConfig(input: TrainConfigInput): TrainConfig {
     if (typeof v !== 'string' || v === '') throw new TrainConfigError(`--${flag} is required`);
   }
   if (!['plain', 'vicuna_v1'].includes(c.template)) throw bad('template', 'plain or vicuna_v1', c.template);
+  if (c.independentTurns && c.template !== 'vicuna_v1') throw new TrainConfigError(`--independent-turns needs the vicuna_v1 template, not ${c.template}`);
   if (!['cosine', 'linear', 'constant'].includes(c.lrScheduler)) throw bad('lr-scheduler', 'cosine, linear or constant', c.lrScheduler);
   if (!['pad', 'crop'].includes(c.imageAspectRatio)) throw bad('image-aspect-ratio', 'pad or crop', c.imageAspectRatio);
   if (!['patch', 'cls_patch'].includes(c.visionSelectFeature)) throw bad('vision-select-feature', 'patch or cls_patch', c.visionSelectFeature);

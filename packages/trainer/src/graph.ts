@@ -42,7 +42,7 @@ export interface TrainGraph {
  * The training graph: the model written by its packages' own builders (clipVisionInto,
  * projectorInto, decoderInto, lmHeadInto, lowered to primitive ops) plus the generated
  * backward pass. Inputs (see collate.ts): text_ids [Lt], pixel_values [Bi, C, S, S],
- * splice_index [B, T], position_ids [B, T], pad_bias [B, 1, 1, T], target_index [K],
+ * splice_index [B, T], position_ids [B, T], segment_ids [B, T], pad_bias [B, 1, 1, T], target_index [K],
  * target_ids [K], and every trainable weight. Outputs: nll_sum (Σ −log p over the K
  * targets) and grad.<name> = ∂ nll_sum / ∂ weight. The loop divides by the number of
  * supervised tokens of the whole optimizer step, which makes the loss the mean over all of
@@ -59,6 +59,7 @@ export function buildTrainGraph(parts: TrainModelParts, opts: TrainGraphOptions)
   const pixels = g.input(TRAIN_IO.pixels, 'float32', ['images', C, S, S]);
   const splice = g.input(TRAIN_IO.splice, 'int64', ['batch', 'seq']);
   const positionIds = g.input(TRAIN_IO.positions, 'int64', ['batch', 'seq']);
+  const segmentIds = g.input(TRAIN_IO.segments, 'int64', ['batch', 'seq']);
   const padBias = g.input(TRAIN_IO.padBias, 'float32', ['batch', 1, 1, 'seq']);
   const targetIndex = g.input(TRAIN_IO.targetIndex, 'int64', ['targets']);
   const targetIds = g.input(TRAIN_IO.targetIds, 'int64', ['targets']);
@@ -68,11 +69,16 @@ export function buildTrainGraph(parts: TrainModelParts, opts: TrainGraphOptions)
   const imageEmb = g.reshape(projectorInto(g, features, parts.projector), [-1, H]); // [Bi·N, H]
   const embeds = g.gather(g.concat([textEmb, imageEmb], 0), splice, 0); // [B, T, H]
 
-  // Causal + key padding: position_ids are 0..T-1 on every row (right padding), so a key is
-  // in the future exactly when its position is greater.
+  // Causal + key padding: positions grow along each row (right padding) and along each turn,
+  // so a key is in the future exactly when its position is greater. Independent turns
+  // (segment k > 0) also see nothing of the other turns, only the shared prefix (segment 0).
   const q = g.unsqueeze(positionIds, [1, 3]); // [B, 1, T, 1]
   const k = g.unsqueeze(positionIds, [1, 2]); // [B, 1, 1, T]
-  const bias = g.where(g.greater(k, q), g.scalar(MASKED), padBias); // [B, 1, T, T]
+  const segQ = g.unsqueeze(segmentIds, [1, 3]), segK = g.unsqueeze(segmentIds, [1, 2]);
+  const masked = g.scalar(MASKED);
+  const otherTurn = g.where(g.equal(segK, g.scalar(0, 'int64')), padBias, masked);
+  const visible = g.where(g.equal(segK, segQ), padBias, otherTurn);
+  const bias = g.where(g.greater(k, q), masked, visible); // [B, 1, T, T]
   const { hidden } = decoderInto(g, decoder.config, decoder.weights, { embeds, positionIds, bias });
 
   const rows = g.gather(g.reshape(hidden, [-1, H]), targetIndex, 0); // [K, H]

@@ -53,6 +53,8 @@ export class DataOrder {
 export interface SampleLoaderOptions {
   readonly tokenizer: Tokenizer;
   readonly template: TrainTemplate;
+  /** See TrainConfig.independentTurns. */
+  readonly independentTurns?: boolean;
   readonly modelMaxLength: number;
   readonly imageFolder?: string;
   readonly preprocess: ClipPreprocessConfig;
@@ -62,7 +64,7 @@ export interface SampleLoaderOptions {
 /** Reads, tokenizes and masks one entry, and decodes + preprocesses its image (sharp, off the main thread). */
 export async function loadSample(ds: LlavaDataset, index: number, o: SampleLoaderOptions): Promise<LoadedSample> {
   const entry = await ds.get(index);
-  const s = tokenizeSample(entry, o.tokenizer, o.template, { modelMaxLength: o.modelMaxLength });
+  const s = tokenizeSample(entry, o.tokenizer, o.template, { modelMaxLength: o.modelMaxLength, independentTurns: o.independentTurns });
   let pixels: Float32Array | null = null;
   if (s.image !== null) {
     const path = isAbsolute(s.image) || !o.imageFolder ? s.image : join(o.imageFolder, s.image);

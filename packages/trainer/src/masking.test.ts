@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadTokenizer, type Tokenizer } from '@mobillama/decoder';
 import { IMAGE_TOKEN_ID, getTemplate } from '@mobillama/pipeline';
 import { FIXTURE } from './test-fixtures.js';
-import { IGNORE_INDEX, VICUNA_V1_SYSTEM, moveImageToFront, preprocessPlain, preprocessVicunaV1, vicunaV1Prompt } from './masking.js';
+import { IGNORE_INDEX, VICUNA_V1_SYSTEM, moveImageToFront, preprocessIndependentTurns, preprocessPlain, preprocessVicunaV1, tokenizeSample, vicunaV1Prompt } from './masking.js';
 
 const tok = await loadTokenizer(join(FIXTURE, 'decoder'));
 const t = (from: string, value: string) => ({ from, value });
@@ -96,5 +96,44 @@ describe('plain (LLaVA preprocess_plain)', () => {
     [{ id: 'nm', image: 'i', conversations: [t('human', 'no marker'), t('gpt', 'x')] }, /no <image>/],
   ])('refuses a sample it cannot use (%#)', (e, msg) => {
     expect(() => preprocessPlain(e, tok)).toThrow(msg);
+  });
+});
+
+describe('independent turns', () => {
+  const entry = {
+    id: 'it', image: 'a.png',
+    conversations: [t('human', 'What is in the image?\n<image>'), t('gpt', 'A red circle.'), t('human', 'What color is it?'), t('gpt', 'Red.')],
+  };
+
+  it('packs each round, as its own single-round sample would be, after the prefix they share', () => {
+    const s = preprocessIndependentTurns(entry, tok, opts);
+    const alone = [
+      preprocessVicunaV1({ ...entry, conversations: [t('human', '<image>\nWhat is in the image?'), t('gpt', 'A red circle.')] }, tok, opts),
+      preprocessVicunaV1({ ...entry, conversations: [t('human', '<image>\nWhat color is it?'), t('gpt', 'Red.')] }, tok, opts),
+    ];
+    const prefix = s.segments!.indexOf(1);
+    expect(s.ids.slice(0, prefix)).toEqual(alone[0].ids.slice(0, prefix));
+    expect(s.ids.slice(0, prefix)).toContain(IMAGE_TOKEN_ID);
+    // Everything up to the first id where the rounds differ (here "What" of both questions too).
+    expect(tok.decode(s.ids.slice(0, prefix).filter((i) => i !== IMAGE_TOKEN_ID))).toMatch(new RegExp(`^<s> ${VICUNA_V1_SYSTEM.replace(/[.?]/g, '\\$&')} USER:\\s+What $`));
+    for (const [k, a] of alone.entries()) {
+      const at = s.segments!.flatMap((g, i) => (g === k + 1 ? [i] : []));
+      expect(at.map((i) => s.ids[i])).toEqual(a.ids.slice(prefix));
+      expect(at.map((i) => s.labels[i])).toEqual(a.labels.slice(prefix));
+    }
+    expect(supervised(s.ids, s.labels).map((x) => x.trim())).toEqual(['A red circle.</s>', 'Red.</s>']);
+    expect(s.ids.filter((i) => i === IMAGE_TOKEN_ID)).toHaveLength(1);
+  });
+
+  it('text-only conversations share their system prompt', () => {
+    const s = preprocessIndependentTurns({ id: 'txt', conversations: [t('human', 'Hi?'), t('gpt', 'Hello.'), t('human', 'Name?'), t('gpt', 'Tiny.')] }, tok, opts);
+    expect(s.image).toBeNull();
+    expect(tok.decode(s.ids.slice(0, s.segments!.indexOf(1)))).toContain(VICUNA_V1_SYSTEM);
+    expect(supervised(s.ids, s.labels).map((x) => x.trim())).toEqual(['Hello.</s>', 'Tiny.</s>']);
+  });
+
+  it('refuses odd turns and the plain template', () => {
+    expect(() => preprocessIndependentTurns({ id: 'odd', conversations: [t('human', 'a'), t('gpt', 'b'), t('human', 'c')] }, tok, opts)).toThrow(/sample odd: independent turns need human, gpt pairs/);
+    expect(() => tokenizeSample(entry, tok, 'plain', { ...opts, independentTurns: true })).toThrow(/vicuna_v1/);
   });
 });

@@ -24,6 +24,11 @@ export interface TokenizedSample {
   readonly labels: readonly number[];
   /** The image path from the entry when the prompt has an image marker; null for text-only samples. */
   readonly image: string | null;
+  /**
+   * Independent turns only (see preprocessIndependentTurns): per id, 0 for the shared prefix,
+   * k for the k-th turn. Absent: one causal sequence.
+   */
+  readonly segments?: readonly number[];
 }
 
 export interface MaskingOptions {
@@ -119,9 +124,58 @@ export function preprocessVicunaV1(entry: LlavaEntry, tokenizer: Tokenizer, opts
   return { id: entry.id, ids, labels, image };
 }
 
+/**
+ * Independent turns (vicuna_v1): each human/gpt round of a conversation becomes the
+ * single-round sample it would be if asked alone about the image (the image marker in its
+ * question), and the rounds are packed after their common prefix (BOS, system prompt,
+ * "USER: ", the image). `segments` says which round each id belongs to; the graph lets a
+ * round attend to the prefix and to itself only, and restarts its positions where the prefix
+ * ends. Every round therefore gets exactly the loss (and gradient) of its own single-round
+ * sample, while the prefix and the image are computed once per conversation instead of once
+ * per question. For data whose turns are separate questions about one image (VQA-style);
+ * a conversation whose later turns build on earlier ones needs the plain causal form.
+ */
+export function preprocessIndependentTurns(entry: LlavaEntry, tokenizer: Tokenizer, opts: MaskingOptions): TokenizedSample {
+  const hasImage = entry.image !== undefined;
+  let turns = hasImage ? moveImageToFront(entry.conversations) : entry.conversations;
+  if (turns.length > 0 && turns[0].from === 'gpt') turns = turns.slice(1); // as LLaVA, a leading gpt turn is skipped
+  if (turns.length < 2 || turns.length % 2 !== 0) throw new DataError(`sample ${entry.id}: independent turns need human, gpt pairs; got ${turns.length} turns`);
+  const rounds: TokenizedSample[] = [];
+  for (let j = 0; j < turns.length; j += 2) {
+    const question = turns[j].value.split(IMAGE_MARKER).join('').trim();
+    const human = { from: turns[j].from, value: hasImage ? `${IMAGE_MARKER}\n${question}` : turns[j].value };
+    rounds.push(preprocessVicunaV1({ ...entry, id: `${entry.id} round ${j / 2 + 1}`, conversations: [human, turns[j + 1]] }, tokenizer, opts));
+  }
+  // The shared prefix: the ids all rounds have in common before any of them is supervised.
+  let prefix = Math.min(...rounds.map((r) => firstSupervised(r.labels)));
+  for (const r of rounds) {
+    let k = 0;
+    while (k < prefix && r.ids[k] === rounds[0].ids[k]) k++;
+    prefix = k;
+  }
+  const ids = rounds[0].ids.slice(0, prefix), labels = rounds[0].labels.slice(0, prefix);
+  const segments: number[] = new Array<number>(prefix).fill(0);
+  rounds.forEach((r, k) => {
+    if (r.ids.indexOf(IMAGE_TOKEN_ID, prefix) >= 0) throw new DataError(`sample ${entry.id}: the image is not in the prefix the turns share`);
+    for (let i = prefix; i < r.ids.length; i++) {
+      ids.push(r.ids[i]);
+      labels.push(r.labels[i]);
+      segments.push(k + 1);
+    }
+  });
+  return { id: entry.id, ids, labels, image: rounds[0].image, segments };
+}
+
+function firstSupervised(labels: readonly number[]): number {
+  const i = labels.findIndex((l) => l !== IGNORE_INDEX);
+  return i < 0 ? labels.length : i;
+}
+
 /** The template's preprocessing for one entry. */
-export function tokenizeSample(entry: LlavaEntry, tokenizer: Tokenizer, template: TrainTemplate, opts: MaskingOptions): TokenizedSample {
-  const s = template === 'plain' ? preprocessPlain(entry, tokenizer) : preprocessVicunaV1(entry, tokenizer, opts);
+export function tokenizeSample(entry: LlavaEntry, tokenizer: Tokenizer, template: TrainTemplate, opts: MaskingOptions & { independentTurns?: boolean }): TokenizedSample {
+  if (opts.independentTurns && template !== 'vicuna_v1') throw new DataError(`independent turns need the vicuna_v1 template, not ${template}`);
+  const s = template === 'plain' ? preprocessPlain(entry, tokenizer)
+    : opts.independentTurns ? preprocessIndependentTurns(entry, tokenizer, opts) : preprocessVicunaV1(entry, tokenizer, opts);
   if (s.ids.filter((i) => i === IMAGE_TOKEN_ID).length > 1) throw new DataError(`sample ${entry.id}: more than one image marker`);
   return s;
 }

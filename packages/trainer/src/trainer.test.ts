@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -54,6 +54,35 @@ describe('train()', () => {
     expect(rb.records[0].grad_norm).toBeCloseTo(ra.records[0].grad_norm, 6);
     const pa = await tensors(join(a, 'mm_projector.safetensors')), pb = await tensors(join(b, 'mm_projector.safetensors'));
     for (const k of Object.keys(pa)) expect(maxDiff(pa[k], pb[k]), k).toBeLessThan(1e-6);
+  });
+
+  it('independent turns: one step on packed conversations = one step on their rounds as separate samples (loss, gradient, weights)', async () => {
+    type Turn = { from: string; value: string };
+    type Entry = { id: string; image?: string; conversations: Turn[] };
+    const data = JSON.parse(await readFile(join(FIXTURE, 'data.json'), 'utf8')) as Entry[];
+    data.push({ id: 'txt', conversations: [{ from: 'human', value: 'Hi?' }, { from: 'gpt', value: 'Hello.' }, { from: 'human', value: 'Name?' }, { from: 'gpt', value: 'Tiny.' }] });
+    const rounds = data.flatMap((e) => Array.from({ length: e.conversations.length / 2 }, (_, j): Entry => {
+      const q = e.conversations[2 * j].value.replace('<image>', '').trim();
+      return { ...e, id: `${e.id}-${j}`, conversations: [{ from: 'human', value: e.image ? `<image>\n${q}` : q }, e.conversations[2 * j + 1]] };
+    }));
+    const dir = await tmp();
+    await writeFile(join(dir, 'packed.json'), JSON.stringify(data));
+    await writeFile(join(dir, 'rounds.json'), JSON.stringify(rounds));
+    const a = join(dir, 'a'), b = join(dir, 'b');
+    const ra = await train({ ...base(a), stage: 'finetune', learningRate: 1e-2, data: join(dir, 'packed.json'), independentTurns: true, batchSize: data.length, maxSteps: 1 }, quiet);
+    const rb = await train({ ...base(b), stage: 'finetune', learningRate: 1e-2, data: join(dir, 'rounds.json'), batchSize: rounds.length, maxSteps: 1 }, quiet);
+    expect(rounds).toHaveLength(5);
+    expect(ra.records[0].loss).toBeCloseTo(rb.records[0].loss, 5);
+    expect(ra.records[0].grad_norm).toBeCloseTo(rb.records[0].grad_norm, 4);
+    // Adam's first step moves each weight by ~lr·g/(|g| + ε): where g is ~1e-8, float rounding
+    // of the gradient shows as a small fraction of lr (1e-2) — hence 1e-4, not 1e-6.
+    for (const f of ['mm_projector.safetensors', join('decoder', 'model.safetensors')]) {
+      const pa = await tensors(join(a, f)), pb = await tensors(join(b, f));
+      for (const k of Object.keys(pa)) expect(maxDiff(pa[k], pb[k]), `${f} ${k}`).toBeLessThan(1e-4);
+    }
+    // Without the segment mask the rounds would see each other: the loss differs.
+    const rc = await train({ ...base(join(dir, 'c')), stage: 'finetune', data: join(dir, 'packed.json'), batchSize: data.length, maxSteps: 1 }, quiet);
+    expect(Math.abs(rc.records[0].loss - rb.records[0].loss)).toBeGreaterThan(1e-3);
   });
 
   it('finetune with --tune-vision on text-only samples writes a loadable HF decoder and a whole vision tower', async () => {

@@ -92,7 +92,7 @@ async function run(
 
   const fingerprint = {
     stage: cfg.stage, data_entries: ds.length, batch_size: cfg.batchSize, gradient_accumulation_steps: accum, seed: cfg.seed,
-    shuffle: cfg.shuffle, total_steps: totalSteps, template: cfg.template, tune_vision: cfg.tuneVision,
+    shuffle: cfg.shuffle, total_steps: totalSteps, template: cfg.template, independent_turns: cfg.independentTurns, tune_vision: cfg.tuneVision,
     trainable_params: params.reduce((n, p) => n + p.data.length, 0),
   };
   const stateAt = (s: number, lastLoss: number | null): TrainerState => {
@@ -113,7 +113,7 @@ async function run(
   if (cfg.resume && latest) {
     const state = await readCheckpoint(latest, exp, byName, opt);
     for (const [k, v] of Object.entries(fingerprint)) {
-      const was = state.fingerprint[k];
+      const was = state.fingerprint[k] ?? (k === 'independent_turns' ? false : undefined); // absent: a checkpoint from before the option
       if (was !== v) throw new TrainConfigError(`--resume: ${k} was ${JSON.stringify(was)} in ${latest}, now ${JSON.stringify(v)}; resume with the same settings`);
     }
     step = state.global_step;
@@ -135,8 +135,8 @@ async function run(
 
   const { preprocess } = model.vision.config;
   const loaderOpts: SampleLoaderOptions = {
-    tokenizer: model.tokenizer, template: cfg.template, modelMaxLength: model.maxLength, imageFolder: cfg.imageFolder,
-    preprocess, aspect: cfg.imageAspectRatio,
+    tokenizer: model.tokenizer, template: cfg.template, independentTurns: cfg.independentTurns, modelMaxLength: model.maxLength,
+    imageFolder: cfg.imageFolder, preprocess, aspect: cfg.imageAspectRatio,
   };
   const collateOpts = {
     imageTokens: model.imageTokens, maxLength: model.maxLength,

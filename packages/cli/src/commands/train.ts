@@ -17,6 +17,7 @@ const FLAGS: readonly { flag: string; key: keyof TrainConfigInput; kind: Kind; h
   { flag: 'eval-data', key: 'evalData', kind: 'string', help: 'LLaVA JSON evaluated every --eval-steps and at the end', arg: 'file' },
   { flag: 'output', key: 'output', kind: 'string', help: 'output folder: checkpoints, model files, log.jsonl, loss.svg', arg: 'dir' },
   { flag: 'template', key: 'template', kind: ['plain', 'vicuna_v1'], help: 'conversation template (default plain for pretrain, vicuna_v1 otherwise)' },
+  { flag: 'independent-turns', key: 'independentTurns', kind: 'bool', help: 'train each question/answer round alone with the image (prefix and image computed once; vicuna_v1)' },
   { flag: 'tune-vision', key: 'tuneVision', kind: 'bool', help: 'train the vision tower too' },
   { flag: 'lora-r', key: 'loraR', kind: 'int', help: 'LoRA rank (default 128)' },
   { flag: 'lora-alpha', key: 'loraAlpha', kind: 'number', help: 'LoRA alpha (default 256)' },

@@ -54,3 +54,24 @@ export function llavaFormatProblems(data: unknown): string[] {
   });
   return problems;
 }
+
+/**
+ * Runs of consecutive entries about the same image, each run as one multi-turn conversation
+ * (LLaVA-665k's layout, the form `train --independent-turns` packs): the first entry's id,
+ * the image marker in the first question only, `type` dropped (a run mixes them). Entries
+ * without an image stay as they are.
+ */
+export function conversationsPerImage(entries: readonly LlavaEntry[]): LlavaEntry[] {
+  const out: { id: string; image?: string; conversations: LlavaTurn[] }[] = [];
+  let last: (typeof out)[number] | null = null;
+  for (const e of entries) {
+    if (e.image !== undefined && last?.image === e.image) {
+      last.conversations.push(...e.conversations.map((t) => (t.from === 'human' ? { from: t.from, value: t.value.split(IMAGE_MARKER).join('').trim() } : t)));
+      continue;
+    }
+    last = { id: e.id, ...(e.image === undefined ? {} : { image: e.image }), conversations: [...e.conversations] };
+    out.push(last);
+    if (e.image === undefined) last = null;
+  }
+  return out;
+}

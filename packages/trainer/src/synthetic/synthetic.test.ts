@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  COLORS, COLOR_NAMES, QA_TYPES, SHAPE_KINDS, llavaFormatProblems, nearestColor, numberWord, plural, shapesSamples,
+  COLORS, COLOR_NAMES, QA_TYPES, SHAPE_KINDS, conversationsPerImage, llavaFormatProblems, nearestColor, numberWord, plural, shapesSamples,
   writeShapesDataset, type ColorName, type QaEntry, type Scene, type SceneShape, type ShapeKind, type ShapesSample,
 } from './index.js';
 
@@ -243,6 +243,19 @@ describe('synthetic shapes data', () => {
       expect(e.conversations[0].value.startsWith('<image>\n')).toBe(true);
       expect(e.conversations[1].value).toMatch(/^[A-Z].*\.$/);
     }
+  });
+
+  it('groups the questions of each image into one valid multi-turn conversation', async () => {
+    const qa = JSON.parse(await readFile(join(a, 'qa.json'), 'utf8')) as QaEntry[];
+    const conv = conversationsPerImage(qa);
+    expect(llavaFormatProblems(conv)).toEqual([]);
+    expect(conv).toHaveLength(60);
+    expect(conv[0].conversations).toHaveLength(6);
+    expect(conv[0].conversations[0]).toEqual(qa[0].conversations[0]);
+    expect(conv[0].conversations[2]).toEqual({ from: 'human', value: qa[1].conversations[0].value.replace('<image>\n', '') });
+    expect(conv.flatMap((e) => e.conversations.filter((t) => t.from === 'gpt'))).toEqual(qa.map((e) => e.conversations[1]));
+    const text = { id: 't', conversations: [{ from: 'human' as const, value: 'Hi?' }, { from: 'gpt' as const, value: 'Hello.' }] };
+    expect(conversationsPerImage([text, { ...text, id: 'u' }])).toEqual([text, { ...text, id: 'u' }]);
   });
 
   it('the format check catches what LLaVA would choke on', () => {
