@@ -62,16 +62,15 @@ export function llavaFormatProblems(data: unknown): string[] {
  * without an image stay as they are.
  */
 export function conversationsPerImage(entries: readonly LlavaEntry[]): LlavaEntry[] {
-  const out: { id: string; image?: string; conversations: LlavaTurn[] }[] = [];
-  let last: (typeof out)[number] | null = null;
+  type Conversation = { id: string; image?: string; conversations: LlavaTurn[] };
+  const out: Conversation[] = [];
   for (const e of entries) {
-    if (e.image !== undefined && last?.image === e.image) {
+    const last: Conversation | undefined = out[out.length - 1];
+    if (e.image !== undefined && last !== undefined && last.image === e.image) {
       last.conversations.push(...e.conversations.map((t) => (t.from === 'human' ? { from: t.from, value: t.value.split(IMAGE_MARKER).join('').trim() } : t)));
-      continue;
+    } else {
+      out.push({ id: e.id, ...(e.image === undefined ? {} : { image: e.image }), conversations: [...e.conversations] });
     }
-    last = { id: e.id, ...(e.image === undefined ? {} : { image: e.image }), conversations: [...e.conversations] };
-    out.push(last);
-    if (e.image === undefined) last = null;
   }
   return out;
 }
