@@ -7,7 +7,7 @@
  *   2. clip      micro CLIP (ViT + text transformer), BPE on the captions, contrastive pretraining
  *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
- *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, one question per sample (trainer `train()`)
+ *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, an image's questions as independent turns (trainer `train()`)
  *   6. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { evaluate, MobiLlamaV, type EvalReport } from '@mobillama/pipeline';
 import { train } from '../packages/trainer/src/index.js';
-import { writeShapesDataset, type LlavaEntry } from '../packages/trainer/src/synthetic/index.js';
+import { conversationsPerImage, writeShapesDataset, type LlavaEntry } from '../packages/trainer/src/synthetic/index.js';
 import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
 import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
 import { pretrainClip } from '../packages/trainer/src/micro/clip-pretrain.js';
@@ -137,9 +137,13 @@ await stage('stage1', P('stage1', 'DONE'), async () => {
 // 5. Stage 2: instruction tuning ------------------------------------------------------------
 await stage('stage2', P('stage2', 'DONE'), async () => {
   await rm(P('stage2'), { recursive: true, force: true });
+  // Each image's questions as one conversation, trained as independent turns: the system
+  // prompt and the 64 image tokens once per image instead of once per question.
+  const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
+  await writeFile(P('data', 'train', 'qa-turns.json'), `${JSON.stringify(conversationsPerImage(qa))}\n`);
   const r = await train({
     stage: 'finetune', vision: P('clip'), decoder: P('decoder-lm'), projector: P('stage1', 'mm_projector.safetensors'),
-    data: P('data', 'train', 'qa.json'), imageFolder: P('data', 'train', 'images'), output: P('stage2'),
+    data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('stage2'),
     batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03, saveSteps: 0,
     seed: R.stage2.seed, threads: THREADS,
   }, stepLog('stage2', R.stage2.steps, 100));

@@ -17,24 +17,30 @@ const CLIP_CONFIG: ClipInitConfig = {
 
 const DECODER: MicroDecoderConfig & { seed: number } = {
   hidden: 128, layers: 8, heads: 4, intermediate: 512, vocab: 32000, maxPositions: 512, seed: 11,
+  // 1/sqrt(hidden), not HF's 0.02 (sized for ~2048 wide): at 128 wide 0.02 starts attention
+  // flat, and the LM loss after 400 steps was 0.47 against 0.37 with this (0.15: 0.40).
+  initializerRange: 0.088,
 };
 
 export const MICRO_RECIPE = {
   data: {
     kinds: MICRO_WORLD.kinds, colors: MICRO_WORLD.colors,
-    trainSeed: 1, trainImages: 24000,
+    trainSeed: 1, trainImages: 40000,
     heldoutSeed: 2, heldoutImages: 200, heldoutQaPerImage: 3,
     lmSeed: 3, lmDocuments: 13000,
     /** Held-out questions shipped in the model folder (a quick `eval`; the tests use them). */
     shippedHeldoutQuestions: 150,
   },
-  clip: { config: CLIP_CONFIG, images: 24000, steps: 2500, batchSize: 64, learningRate: 5e-4, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
+  // lr 1e-3 (was 5e-4): a linear probe reads the shape kind off 82% of its patch features
+  // (was 79%), the colour off 98% (95%); picking a shape by its kind is what stage 2 finds hardest.
+  clip: { config: CLIP_CONFIG, images: 24000, steps: 2500, batchSize: 64, learningRate: 1e-3, weightDecay: 0.1, hardNegatives: 8, seed: 21 },
   decoder: DECODER,
   lm: { steps: 400, batchSize: 16, learningRate: 3e-3, seed: 31 },
   stage1: { steps: 150, batchSize: 32, learningRate: 2e-3, seed: 41 },
-  // One question per sample: grouped per image (LLaVA-665k style) the later answers could be
-  // read off the earlier ones (a description names every colour), not off the image.
-  stage2: { steps: 2400, batchSize: 32, learningRate: 2e-3, seed: 51 },
+  // An image's questions as one conversation with independent turns (each sees the image, not
+  // the other answers: a description names every colour): 16 images ≈ 88 questions a step,
+  // one pass over the 40 000 images.
+  stage2: { steps: 2500, batchSize: 16, learningRate: 1e-3, seed: 51 },
 };
 
 /**
