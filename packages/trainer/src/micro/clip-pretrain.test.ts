@@ -1,6 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ClipModel } from '@mobillama/vision';
 import { Rng } from '../rng.js';
-import { groupPairs, hardNegativeBatch } from './clip-pretrain.js';
+import { writeShapesDataset, type LlavaEntry } from '../synthetic/index.js';
+import { groupPairs, hardNegativeBatch, pretrainClip } from './clip-pretrain.js';
 
 // 5 colour groups of 8 pairs; captions unique except one duplicate pair in group "g0".
 const pairs = Array.from({ length: 40 }, (_, i) => ({ caption: i === 1 ? 'caption 0' : `caption ${i}`, group: `g${i % 5}` }));
@@ -31,5 +36,43 @@ describe('hard-negative CLIP batches', () => {
   it('comes out short, not stuck, when there are fewer distinct captions than the batch', () => {
     const few = Array.from({ length: 10 }, (_, i) => ({ caption: `c${i % 3}`, group: 'all' }));
     expect(hardNegativeBatch(few, groupPairs(few), 8, 4, Rng.seeded(1)).map((i) => few[i].caption).sort()).toEqual(['c0', 'c1', 'c2']);
+  });
+});
+
+describe('pretrainClip', () => {
+  const dirs: string[] = [];
+  afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }); });
+
+  it('fits a few image-caption pairs contrastively and writes a CLIPModel folder that loads and tells them apart', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'clip-pretrain-'));
+    dirs.push(dir);
+    await writeShapesDataset({ out: join(dir, 'data'), count: 8, seed: 5, qaPerImage: 0 });
+    const caps = JSON.parse(await readFile(join(dir, 'data', 'captions.json'), 'utf8')) as LlavaEntry[];
+    const pairs = caps.map((e) => ({ image: join(dir, 'data', 'images', e.image!), caption: e.conversations[1].value }));
+    const config = {
+      text: { vocabSize: 0, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, maxPositions: 32 },
+      vision: { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, imageSize: 64, patchSize: 16 },
+      projectionDim: 32,
+    };
+    const run = (out: string) => pretrainClip({ config, pairs, out, steps: 80, batchSize: 8, learningRate: 5e-3, seed: 3, threads: 2 });
+    const r = await run(join(dir, 'clip'));
+    expect(r.losses).toHaveLength(80);
+    const first = r.losses[0], last = r.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
+    expect(first).toBeCloseTo(Math.log(8), 0); // 8 pairs in a batch, untrained: chance
+    expect(last).toBeLessThan(0.25 * first);
+    expect((await run(join(dir, 'again'))).losses).toEqual(r.losses); // deterministic from the seed
+    // The folder is a CLIPModel: zero-shot over the training captions picks each image's own.
+    const m = await ClipModel.load(join(dir, 'clip'), { threads: 1 });
+    try {
+      const labels = pairs.map((p) => p.caption);
+      let right = 0;
+      for (const p of pairs) {
+        const best = (await m.classify(p.image, labels)).reduce((a, b) => (b.prob > a.prob ? b : a));
+        if (best.label === p.caption) right++;
+      }
+      expect(right).toBeGreaterThanOrEqual(6);
+    } finally {
+      await m.dispose();
+    }
   });
 });
