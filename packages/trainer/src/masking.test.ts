@@ -115,7 +115,9 @@ describe('independent turns', () => {
     expect(s.ids.slice(0, prefix)).toEqual(alone[0].ids.slice(0, prefix));
     expect(s.ids.slice(0, prefix)).toContain(IMAGE_TOKEN_ID);
     // Everything up to the first id where the rounds differ (here "What" of both questions too).
-    expect(tok.decode(s.ids.slice(0, prefix).filter((i) => i !== IMAGE_TOKEN_ID))).toMatch(new RegExp(`^<s> ${VICUNA_V1_SYSTEM.replace(/[.?]/g, '\\$&')} USER:\\s+What $`));
+    const shared = tok.decode(s.ids.slice(0, prefix).filter((i) => i !== IMAGE_TOKEN_ID));
+    expect(shared.startsWith(`<s> ${VICUNA_V1_SYSTEM} USER:`)).toBe(true);
+    expect(shared.trimEnd().endsWith('What')).toBe(true);
     for (const [k, a] of alone.entries()) {
       const at = s.segments!.flatMap((g, i) => (g === k + 1 ? [i] : []));
       expect(at.map((i) => s.ids[i])).toEqual(a.ids.slice(prefix));

@@ -85,6 +85,21 @@ describe('train()', () => {
     expect(Math.abs(rc.records[0].loss - rb.records[0].loss)).toBeGreaterThan(1e-3);
   });
 
+  it('resumes a checkpoint written before --independent-turns existed as one without it, and refuses to switch it on', async () => {
+    const out = await tmp();
+    await train({ ...base(out), maxSteps: 2, saveSteps: 1 }, quiet);
+    await rm(join(out, 'checkpoint-2'), { recursive: true }); // as if stopped after step 1
+    const stateFile = join(out, 'checkpoint-1', 'trainer_state.json');
+    const state = JSON.parse(await readFile(stateFile, 'utf8')) as { fingerprint: Record<string, unknown> };
+    expect(state.fingerprint.independent_turns).toBe(false);
+    delete state.fingerprint.independent_turns;
+    await writeFile(stateFile, JSON.stringify(state));
+    await expect(train({ ...base(out), maxSteps: 2, resume: true, independentTurns: true }, quiet)).rejects.toThrow(/independent_turns was false/);
+    const r = await train({ ...base(out), maxSteps: 2, resume: true }, quiet);
+    expect(r.resumedFrom).toBe(join(out, 'checkpoint-1'));
+    expect(r.records.map((x) => x.step)).toEqual([1, 2]);
+  });
+
   it('finetune with --tune-vision on text-only samples writes a loadable HF decoder and a whole vision tower', async () => {
     const out = await tmp();
     const r = await train({ ...base(out), stage: 'finetune', tuneVision: true, data: join(FIXTURE, 'text.json'), maxSteps: 2, learningRate: 1e-3 }, quiet);

@@ -66,6 +66,9 @@ export async function train(input: TrainConfigInput, hooks: TrainHooks = {}): Pr
   }
 }
 
+/** Settings added to the fingerprint after checkpoints were written: their value in a checkpoint that predates them. */
+const FINGERPRINT_DEFAULTS: Readonly<Record<string, string | number | boolean>> = { independent_turns: false };
+
 async function run(
   cfg: TrainConfig, model: TrainModel, ds: LlavaDataset, evalDs: LlavaDataset | null, hooks: TrainHooks,
   closers: (() => Promise<void>)[],
@@ -113,7 +116,7 @@ async function run(
   if (cfg.resume && latest) {
     const state = await readCheckpoint(latest, exp, byName, opt);
     for (const [k, v] of Object.entries(fingerprint)) {
-      const was = state.fingerprint[k] ?? (k === 'independent_turns' ? false : undefined); // absent: a checkpoint from before the option
+      const was = state.fingerprint[k] ?? FINGERPRINT_DEFAULTS[k];
       if (was !== v) throw new TrainConfigError(`--resume: ${k} was ${JSON.stringify(was)} in ${latest}, now ${JSON.stringify(v)}; resume with the same settings`);
     }
     step = state.global_step;
