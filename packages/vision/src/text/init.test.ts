@@ -7,7 +7,7 @@ import { GraphBuilder, addBackward, createSession, exportOnnx, readFloatWeight, 
 import { ClipModel, clipEmbedsInto, loadClip } from '../clip-model.js';
 import { clipContrastiveLossInto } from '../contrastive.js';
 import { trainClipBpe } from './bpe-train.js';
-import { initClipWeights, writeClipModel, type ClipInitConfig } from './init.js';
+import { initClipWeights, sincos2d, writeClipModel, type ClipInitConfig } from './init.js';
 
 const CONFIG: ClipInitConfig = {
   text: { vocabSize: 0, hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, maxPositions: 16 },
@@ -42,6 +42,25 @@ describe('a fresh CLIPModel folder', () => {
     expect(w.logit_scale.shape).toEqual([]);
     expect(initClipWeights(cfg, 3)['visual_projection.weight'].data).toEqual(w['visual_projection.weight'].data);
     expect(initClipWeights(cfg, 4)['visual_projection.weight'].data).not.toEqual(w['visual_projection.weight'].data);
+  });
+
+  it('can start the patch positions from a scaled 2-D sin/cos table (class row as HF)', () => {
+    const cfg = { ...CONFIG, text: { ...CONFIG.text, vocabSize: 600 } };
+    const hf = initClipWeights(cfg, 3)['vision_model.embeddings.position_embedding.weight'];
+    const w = initClipWeights({ ...cfg, vision: { ...cfg.vision, positionInit: { kind: 'sincos-2d', scale: 0.5 } } }, 3)['vision_model.embeddings.position_embedding.weight'];
+    expect(w.shape).toEqual([5, 16]); // 2 x 2 patches + class
+    const pe = w.data as Float32Array;
+    expect(Array.from(pe.subarray(0, 16))).toEqual(Array.from((hf.data as Float32Array).subarray(0, 16)));
+    // Patch (row 1, column 0) is table row 3 (after the class row and row 0): column half sin 0 / cos 0, row half sin(1 * omega_k) / cos(1 * omega_k).
+    const q = 4, row = pe.subarray(3 * 16, 4 * 16);
+    for (let k = 0; k < q; k++) {
+      const omega = 10000 ** (-k / q);
+      expect(row[k]).toBeCloseTo(0, 6);
+      expect(row[q + k]).toBeCloseTo(0.5, 6);
+      expect(row[2 * q + k]).toBeCloseTo(0.5 * Math.sin(omega), 6);
+      expect(row[3 * q + k]).toBeCloseTo(0.5 * Math.cos(omega), 6);
+    }
+    expect(() => sincos2d(2, 18)).toThrow(/divisible by 4/);
   });
 
   it('loads as a CLIPModel and classifies', async () => {

@@ -17,6 +17,12 @@ export interface ClipInitConfig {
   readonly vision: {
     readonly hiddenSize: number; readonly intermediateSize: number; readonly numLayers: number; readonly numHeads: number;
     readonly imageSize: number; readonly patchSize: number; readonly hiddenAct?: string;
+    /**
+     * Patch rows of position_embedding: N(0, 0.02) as HF (default), or a fixed 2-D sin/cos
+     * table (MAE's) times `scale`. At N(0, 0.02) the position is ~1/10 of a patch's content and
+     * contrastive training on captions that never say where things are leaves it that weak.
+     */
+    readonly positionInit?: { readonly kind: 'sincos-2d'; readonly scale: number };
   };
   readonly projectionDim: number;
   /** ln(1/0.07) = 2.6592, CLIP's initial temperature. */
@@ -105,12 +111,38 @@ export function initClipWeights(c: ClipInitConfig, seed = 0): Record<string, Hos
   normal('vision_model.embeddings.class_embedding', [v.hiddenSize], v.hiddenSize ** -0.5);
   normal('vision_model.embeddings.patch_embedding.weight', [v.hiddenSize, 3, v.patchSize, v.patchSize], 0.02);
   normal('vision_model.embeddings.position_embedding.weight', [grid * grid + 1, v.hiddenSize], 0.02);
+  if (v.positionInit) {
+    const table = sincos2d(grid, v.hiddenSize);
+    const pe = out['vision_model.embeddings.position_embedding.weight'].data as Float32Array;
+    for (let i = 0; i < table.length; i++) pe[v.hiddenSize + i] = v.positionInit.scale * table[i];
+  }
   ones('vision_model.pre_layrnorm.weight', [v.hiddenSize]);
   zeros('vision_model.pre_layrnorm.bias', [v.hiddenSize]);
   encoder('vision_model', v.hiddenSize, v.intermediateSize, v.numLayers);
   ones('vision_model.post_layernorm.weight', [v.hiddenSize]);
   zeros('vision_model.post_layernorm.bias', [v.hiddenSize]);
   normal('visual_projection.weight', [c.projectionDim, v.hiddenSize], v.hiddenSize ** -0.5);
+  return out;
+}
+
+/**
+ * MAE's 2-D sin/cos position table, [grid * grid, dim] row-major over the patch grid: the first
+ * half of each row encodes the patch's column, the second its row, each as sin | cos of the
+ * coordinate at dim/4 frequencies 10000^(-k / (dim/4)).
+ */
+export function sincos2d(grid: number, dim: number): Float32Array {
+  if (dim % 4 !== 0) throw new RangeError(`sin/cos position table needs a hidden size divisible by 4, got ${dim}`);
+  const q = dim / 4, out = new Float32Array(grid * grid * dim);
+  for (let r = 0; r < grid; r++) {
+    for (let c = 0; c < grid; c++) {
+      const row = out.subarray((r * grid + c) * dim, (r * grid + c + 1) * dim);
+      for (let k = 0; k < q; k++) {
+        const omega = 10000 ** (-k / q);
+        row[k] = Math.sin(c * omega); row[q + k] = Math.cos(c * omega);
+        row[2 * q + k] = Math.sin(r * omega); row[3 * q + k] = Math.cos(r * omega);
+      }
+    }
+  }
   return out;
 }
 
