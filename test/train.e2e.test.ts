@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -84,7 +84,7 @@ describe('mobillama-v train', () => {
 
   it('a run killed with SIGKILL and resumed logs exactly the losses of an uninterrupted run', async () => {
     const args = ['train', '--stage', 'lora', '--lora-r', '4', '--lora-alpha', '8', ...MODEL, '--data', `${FIX}data.json`,
-      '--max-steps', '60', '--save-steps', '5', '--seed', '11', '--learning-rate', '1e-3'];
+      '--max-steps', '60', '--save-steps', '5', '--save-total-limit', '2', '--seed', '11', '--learning-rate', '1e-3'];
     const whole = await tmp(), killed = await tmp();
     const r = await runCli([...args, '--output', whole]);
     expect(r.code, r.stderr).toBe(0);
@@ -109,6 +109,7 @@ describe('mobillama-v train', () => {
     for (const f of ['mm_projector.safetensors', 'adapter_model.safetensors']) {
       expect(Buffer.compare(await readFile(join(whole, f)), await readFile(join(killed, f))), f).toBe(0);
     }
+    for (const d of [whole, killed]) expect((await readdir(d)).filter((e) => e.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-55', 'checkpoint-60']);
   });
 
   it('finetune writes a decoder the other commands can load', async () => {

@@ -125,18 +125,32 @@ export async function removeStaleTemps(outputDir: string): Promise<void> {
   }
 }
 
-/** The newest complete checkpoint folder in `outputDir`, or null. */
-export async function findLatestCheckpoint(outputDir: string): Promise<string | null> {
-  let best: { step: number; dir: string } | null = null;
+/** The complete checkpoint folders in `outputDir` (those with their trainer state), oldest first. */
+async function completeCheckpoints(outputDir: string): Promise<{ step: number; dir: string }[]> {
+  const out: { step: number; dir: string }[] = [];
   for (const e of await readdir(outputDir).catch(() => [] as string[])) {
     const m = CHECKPOINT_RE.exec(e);
     if (!m) continue;
     const dir = join(outputDir, e);
-    if (!(await stat(join(dir, STATE_FILE)).then((s) => s.isFile(), () => false))) continue;
-    const step = Number(m[1]);
-    if (!best || step > best.step) best = { step, dir };
+    if (await stat(join(dir, STATE_FILE)).then((s) => s.isFile(), () => false)) out.push({ step: Number(m[1]), dir });
   }
-  return best?.dir ?? null;
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/** The newest complete checkpoint folder in `outputDir`, or null. */
+export async function findLatestCheckpoint(outputDir: string): Promise<string | null> {
+  return (await completeCheckpoints(outputDir)).at(-1)?.dir ?? null;
+}
+
+/**
+ * Deletes all but the newest `keep` complete checkpoints (HF's save_total_limit; 0 keeps all)
+ * and returns what it deleted. Called after a checkpoint is in place, so one always survives.
+ */
+export async function pruneCheckpoints(outputDir: string, keep: number): Promise<string[]> {
+  if (keep <= 0) return [];
+  const old = (await completeCheckpoints(outputDir)).slice(0, -keep).map((c) => c.dir);
+  for (const dir of old) await rm(dir, { recursive: true, force: true });
+  return old;
 }
 
 /** Loads params (through the export's key maps), optimizer moments and the trainer state of a checkpoint. */

@@ -52,6 +52,8 @@ export interface TrainConfig {
   readonly shuffle: boolean;
   /** Checkpoint every N optimizer steps (0: only at the end). */
   readonly saveSteps: number;
+  /** Keep only the newest N checkpoints (HF's save_total_limit; 0: keep all). */
+  readonly saveTotalLimit: number;
   /** Eval every N optimizer steps (0: only at the end; needs evalData). */
   readonly evalSteps: number;
   /** LLaVA's tokenizer model_max_length: spliced sequences are cut to it. Default: the decoder's max positions. */
@@ -99,6 +101,7 @@ export function resolveConfig(input: TrainConfigInput): TrainConfig {
     seed: 42,
     shuffle: true,
     saveSteps: 500,
+    saveTotalLimit: 0,
     evalSteps: 0,
     imageAspectRatio: 'pad',
     visionSelectLayer: -2,
@@ -135,6 +138,7 @@ export function resolveConfig(input: TrainConfigInput): TrainConfig {
   nonNegInt('max-steps', c.maxSteps);
   if (!Number.isInteger(c.seed)) throw bad('seed', 'an integer', c.seed);
   nonNegInt('save-steps', c.saveSteps);
+  nonNegInt('save-total-limit', c.saveTotalLimit);
   nonNegInt('eval-steps', c.evalSteps);
   if (c.modelMaxLength !== undefined) posInt('model-max-length', c.modelMaxLength);
   posInt('threads', c.threads);

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findLatestCheckpoint, readCheckpoint, removeStaleTemps, writeCheckpoint, type ModelExport, type TrainerState } from './checkpoint.js';
+import { findLatestCheckpoint, pruneCheckpoints, readCheckpoint, removeStaleTemps, writeCheckpoint, type ModelExport, type TrainerState } from './checkpoint.js';
 import { resolveConfig } from './config.js';
 import { DataOrder, Prefetcher } from './loader.js';
 import { JsonlLog, Progress, lossCurveSvg, type StepRecord } from './logging.js';
@@ -104,6 +104,12 @@ describe('checkpoints', () => {
     expect(opt2.step).toBe(3);
     expect(Array.from(back.get('model.mm_projector.0.weight')!.data)).toEqual([1, 2, 3, 4]);
     expect(Array.from(opt2.expAvg.get('model.mm_projector.0.weight')!)).toEqual([0.1, 0.2, 0.3, 0.4].map(Math.fround));
+
+    // --save-total-limit: the oldest complete ones go; the incomplete folder is not counted or touched.
+    expect(await pruneCheckpoints(out, 0)).toEqual([]);
+    expect(await pruneCheckpoints(out, 2)).toEqual([]);
+    expect(await pruneCheckpoints(out, 1)).toEqual([join(out, 'checkpoint-3')]);
+    expect((await readdir(out)).sort()).toEqual(['checkpoint-6', 'checkpoint-9']);
   });
 });
 

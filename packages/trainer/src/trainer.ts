@@ -2,7 +2,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createSession, createWorkerSession, exportOnnx, writeFileAtomic, type Feeds, type Session } from '@mobillama/core';
-import { findLatestCheckpoint, readCheckpoint, removeStaleTemps, writeCheckpoint, writeModelFiles, type TrainerState } from './checkpoint.js';
+import { findLatestCheckpoint, pruneCheckpoints, readCheckpoint, removeStaleTemps, writeCheckpoint, writeModelFiles, type TrainerState } from './checkpoint.js';
 import { TRAIN_IO, collate, type MicroBatch } from './collate.js';
 import { resolveConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { LlavaDataset } from './dataset.js';
@@ -193,6 +193,7 @@ async function run(
   const saveCheckpoint = async (s: number, lastLoss: number | null) => {
     const dir = await writeCheckpoint(cfg.output, s, exp, byName, opt, stateAt(s, lastLoss));
     progress.note(`saved ${dir}`);
+    for (const gone of await pruneCheckpoints(cfg.output, cfg.saveTotalLimit)) progress.note(`removed ${gone} (--save-total-limit ${cfg.saveTotalLimit})`);
   };
 
   for (let s = step; s < totalSteps; s++) {

@@ -37,6 +37,7 @@ const FLAGS: readonly { flag: string; key: keyof TrainConfigInput; kind: Kind; h
   { flag: 'seed', key: 'seed', kind: 'int', help: 'seed for data order and new weights (default 42)' },
   { flag: 'shuffle', key: 'shuffle', kind: 'bool', help: '' },
   { flag: 'save-steps', key: 'saveSteps', kind: 'int', help: 'checkpoint every N optimizer steps, 0 = only at the end (default 500)' },
+  { flag: 'save-total-limit', key: 'saveTotalLimit', kind: 'int', help: 'keep only the newest N checkpoints, 0 = all (default 0)' },
   { flag: 'eval-steps', key: 'evalSteps', kind: 'int', help: 'eval every N optimizer steps, 0 = only at the end' },
   { flag: 'model-max-length', key: 'modelMaxLength', kind: 'int', help: 'cut spliced sequences to this length (default: the decoder\'s max positions)' },
   { flag: 'image-aspect-ratio', key: 'imageAspectRatio', kind: ['pad', 'crop'], help: 'pad to square (LLaVA-1.5, default) or centre crop' },
