@@ -1,7 +1,9 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openSafetensors, type HostTensor } from '@mobillama/core';
-import { MobiLlamaV } from './mobillama-v.js';
+import { IMAGE_CACHE_SIZE, MobiLlamaV } from './mobillama-v.js';
 import { tokenizeWithImage } from './image-tokens.js';
 import { IMAGE_TOKEN_ID } from './conversation.js';
 
@@ -102,6 +104,33 @@ describe('MobiLlamaV against the PyTorch LLaVA reference (tiny-llava)', () => {
     await expect(m.answer({ question: '<image> what?' })).rejects.toThrow(/<image> markers for no image/);
     await expect(m.answer({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }] })).rejects.toThrow(/last message/);
     await expect(m.answer({ image: '/no/such.png', question: 'x' })).rejects.toThrow(/no\/such\.png/);
+  });
+});
+
+describe('image features cache', () => {
+  // Other real images: the held-out sample shipped with the micro model.
+  const HELD = fileURLToPath(new URL('../../../models/mobillama-v-micro/heldout/images/', import.meta.url));
+
+  it('encodes an image once while it is among the last few, keyed by content, and hands out fresh arrays', async () => {
+    const encode = vi.spyOn(m.vision, 'encode');
+    try {
+      (await m.imageEmbeddings(IMAGE)).fill(0);
+      const same = await m.imageEmbeddings(new Uint8Array(await readFile(IMAGE))); // same bytes, given differently
+      expect(maxRel(same, golden.image_features.data as Float32Array)).toBeLessThan(1e-4);
+      encode.mockClear();
+      await m.imageEmbeddings(IMAGE);
+      expect(encode).toHaveBeenCalledTimes(0);
+      const others = (await readdir(HELD)).sort().slice(0, IMAGE_CACHE_SIZE).map((f) => join(HELD, f));
+      for (const f of others) await m.imageEmbeddings(f);
+      expect(encode).toHaveBeenCalledTimes(IMAGE_CACHE_SIZE);
+      await m.imageEmbeddings(others[IMAGE_CACHE_SIZE - 1]);
+      expect(encode).toHaveBeenCalledTimes(IMAGE_CACHE_SIZE);
+      expect(maxRel(await m.imageEmbeddings(IMAGE), golden.image_features.data as Float32Array)).toBeLessThan(1e-4); // pushed out: encoded again
+      expect(encode).toHaveBeenCalledTimes(IMAGE_CACHE_SIZE + 1);
+      await expect(m.imageEmbeddings(join(HELD, 'missing.png'))).rejects.toThrow(/cannot read image .*missing\.png: ENOENT/);
+    } finally {
+      encode.mockRestore();
+    }
   });
 });
 
