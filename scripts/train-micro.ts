@@ -11,7 +11,8 @@
  *   6. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
- * run continues where it stopped, stage 2 from its last checkpoint (`--fresh` starts over). Timings and the eval report land in
+ * run continues where it stopped, stage 2 from its last checkpoint unless a stage before it
+ * had to run again (`--fresh` starts over). Timings and the eval report land in
  * .tmp/micro/report.json and models/mobillama-v-micro/training.json.
  *
  *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke]
@@ -58,6 +59,9 @@ const reportFile = P('report.json');
 const report: Report = existsSync(reportFile) ? JSON.parse(await readFile(reportFile, 'utf8')) as Report : { stages: {} };
 const saveReport = () => writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
 
+/** Whether a stage ran in this invocation (rather than being skipped as done). */
+let ranBefore = false;
+
 /** Runs a stage unless its marker file exists; the marker is written last. */
 async function stage(name: string, marker: string, body: () => Promise<Record<string, unknown> | void>): Promise<void> {
   if (existsSync(marker) && report.stages[name]) {
@@ -69,6 +73,7 @@ async function stage(name: string, marker: string, body: () => Promise<Record<st
   const extra = (await body()) ?? {};
   const seconds = (performance.now() - t0) / 1000;
   report.stages[name] = { seconds, ...extra };
+  ranBefore = true;
   await saveReport();
   await writeFile(marker, `${seconds}\n`);
   log(`[${name}] ${seconds.toFixed(1)} s`);
@@ -136,8 +141,10 @@ await stage('stage1', P('stage1', 'DONE'), async () => {
 
 // 5. Stage 2: instruction tuning ------------------------------------------------------------
 await stage('stage2', P('stage2', 'DONE'), async () => {
-  // No rm: a run killed here resumes from the last checkpoint (every 250 steps, ~2 min; only
-  // the newest kept: ~100 MB). Its seconds in the report are then those of the resumed part.
+  // A run killed here resumes from the last checkpoint (every 250 steps, ~2 min; only the
+  // newest kept: ~100 MB); its seconds in the report are then those of the resumed part. If an
+  // earlier stage just ran again, that checkpoint was trained on its old output: start over.
+  if (ranBefore) await rm(P('stage2'), { recursive: true, force: true });
   // Each image's questions as one conversation, trained as independent turns: the system
   // prompt and the 64 image tokens once per image instead of once per question.
   const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
