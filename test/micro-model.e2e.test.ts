@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MobiLlamaV, evaluate, type EvalReport } from '@mobillama/pipeline';
+import { buildLlamaSentencePieceModel, loadTokenizer, serializeSentencePieceModel, tokenizerSource } from '@mobillama/decoder';
 import { MICRO_MODEL as MODEL, runCli, writeMicroWorldShapes } from './cli-helpers.js';
 
 // The shipped micro model (models/mobillama-v-micro, from `pnpm train:micro`): the default
@@ -45,6 +46,20 @@ describe('the shipped micro model', () => {
       const dtypes = new Set(Object.entries(h).filter(([k]) => k !== '__metadata__').map(([, v]) => v.dtype));
       expect([...dtypes], f).toEqual(['F16']);
     }
+  });
+
+  it('ships the LLaMA tokenizer it was trained with, so the folder loads on its own', async () => {
+    expect(tokenizerSource(MODEL)).toBe('tokenizer.model');
+    // The file `train:micro` writes (assembleMicroModel), byte for byte.
+    expect(Buffer.compare(await readFile(join(MODEL, 'tokenizer.model')), Buffer.from(serializeSentencePieceModel(await buildLlamaSentencePieceModel())))).toBe(0);
+    const cfg = JSON.parse(await readFile(join(MODEL, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg).toMatchObject({ tokenizer_class: 'LlamaTokenizer', add_bos_token: true, model_max_length: 512 });
+    // Encodes the held-out questions and answers as the bundled tokenizer (used in training) does.
+    const shipped = await loadTokenizer(MODEL), bundled = await loadTokenizer(null);
+    const qa = JSON.parse(await readFile(join(data, 'qa.json'), 'utf8')) as { conversations: { value: string }[] }[];
+    const texts = qa.flatMap((e) => e.conversations.map((c) => c.value));
+    expect(texts.length).toBe(120);
+    for (const t of texts) expect(shipped.encode(t), t).toEqual(bundled.encode(t));
   });
 
   it(`holds an exact-match floor of ${FLOOR * 100}% on 60 held-out questions (seed ${TEST_SEED})`, async () => {

@@ -2,12 +2,15 @@
  * Puts a trained micro MobiLlama-V together in the LLaVA layout: config.json (the decoder's
  * LLaMA config plus LLaVA's mm_* fields and a conv_template), model.safetensors (decoder),
  * mm_projector.safetensors, and the whole CLIPModel (both towers, tokenizer, preprocessor
- * config) under clip/, named as the vision tower by `mm_vision_tower: "clip"`. Float
- * weights are stored as fp16.
+ * config) under clip/, named as the vision tower by `mm_vision_tower: "clip"`, and the
+ * LLaMA tokenizer the decoder was trained with (`tokenizer.model`, `tokenizer_config.json`),
+ * so the folder loads without our bundled fallback (HF's LlamaTokenizer reads the same
+ * files). Float weights are stored as fp16.
  */
 import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { float32ToF16, openSafetensors, toFloat32, writeFileAtomic, writeSafetensors, type HostTensor } from '@mobillama/core';
+import { llamaTokenizerConfig, writeLlamaTokenizerFiles } from '@mobillama/decoder';
 
 /** Every tensor of a safetensors file as F16 (integer tensors unchanged). */
 export async function safetensorsToF16(src: string, dst: string, rename: (k: string) => string = (k) => k): Promise<void> {
@@ -68,4 +71,8 @@ export async function assembleMicroModel(o: AssembleOptions): Promise<void> {
     ...o.extra,
   };
   await writeFileAtomic(join(o.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  // tokenizer.model only (500 KB; tokenizer.json would add 1.1 MB for the same vocabulary).
+  await writeLlamaTokenizerFiles(o.out, { model: true, json: false, config: false });
+  const tokCfg = { ...llamaTokenizerConfig(), model_max_length: dec.max_position_embeddings };
+  await writeFileAtomic(join(o.out, 'tokenizer_config.json'), `${JSON.stringify(tokCfg, null, 2)}\n`);
 }
