@@ -30,6 +30,8 @@ export interface TrainConfig {
    */
   readonly independentTurns: boolean;
   readonly tuneVision: boolean;
+  /** The vision tower's peak lr when it trains (LLaVA's mm_vision_tower_lr). Default: learningRate. */
+  readonly visionLearningRate?: number;
   readonly loraR: number;
   readonly loraAlpha: number;
   readonly learningRate: number;
@@ -125,6 +127,10 @@ export function resolveConfig(input: TrainConfigInput): TrainConfig {
   if (!['patch', 'cls_patch'].includes(c.visionSelectFeature)) throw bad('vision-select-feature', 'patch or cls_patch', c.visionSelectFeature);
   if (!Number.isInteger(c.visionSelectLayer)) throw bad('vision-select-layer', 'an integer', c.visionSelectLayer);
   if (!(c.learningRate > 0) || !Number.isFinite(c.learningRate)) throw bad('learning-rate', 'a positive number', c.learningRate);
+  if (c.visionLearningRate !== undefined) {
+    if (!(c.visionLearningRate > 0) || !Number.isFinite(c.visionLearningRate)) throw bad('vision-learning-rate', 'a positive number', c.visionLearningRate);
+    if (!c.tuneVision) throw new TrainConfigError('--vision-learning-rate needs --tune-vision');
+  }
   nonNeg('warmup-ratio', c.warmupRatio);
   if (c.warmupRatio > 1) throw bad('warmup-ratio', 'between 0 and 1', c.warmupRatio);
   nonNegInt('warmup-steps', c.warmupSteps);

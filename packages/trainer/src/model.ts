@@ -146,7 +146,8 @@ export async function loadTrainModel(cfg: TrainConfig): Promise<TrainModel> {
 }
 
 /** Trainable params for the names the graph made inputs: fresh ones as they are, the rest read from their weights. */
-export async function materializeParams(model: TrainModel, names: readonly string[]): Promise<Param[]> {
+export async function materializeParams(model: TrainModel, names: readonly string[], visionLrScale = 1): Promise<Param[]> {
+  const visionNames = new Set(refsOfVision(model.vision.weights).map((r) => r.name));
   const out: Param[] = [];
   for (const n of names) {
     const fresh = model.fresh.get(n);
@@ -154,7 +155,7 @@ export async function materializeParams(model: TrainModel, names: readonly strin
     const ref = model.refs.get(n);
     if (!ref) throw new Error(`no weight for trainable ${n}`);
     const p = await paramFrom(ref);
-    out.push({ ...p, decay: decays(n) });
+    out.push({ ...p, decay: decays(n), ...(visionNames.has(n) && visionLrScale !== 1 ? { lrScale: visionLrScale } : {}) });
   }
   return out;
 }

@@ -34,6 +34,20 @@ describe('AdamW', () => {
     expect(b.data[0]).toBe(1);
   });
 
+  it('a param with lrScale steps and decays as its own param group with lr·lrScale', () => {
+    const g = () => new Map([['a', Float32Array.of(0.3, -2)]]);
+    const a: Param = { name: 'a', shape: [2], data: Float32Array.of(1, 2), decay: true, lrScale: 0.1 };
+    const b: Param = { name: 'a', shape: [2], data: Float32Array.of(1, 2), decay: true };
+    const sa = newAdamWState([a]), sb = newAdamWState([b]);
+    const opts = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.5 };
+    for (let s = 0; s < 3; s++) {
+      adamwStep([a], g(), sa, 0.05, opts);
+      adamwStep([b], g(), sb, 0.005, opts);
+    }
+    expect(Array.from(a.data)).toEqual(Array.from(b.data));
+    expect(a.data[0]).not.toBe(1);
+  });
+
   it('gradScale scales gradients before the moments (mean over tokens, clipping)', () => {
     const a: Param = { name: 'a', shape: [2], data: Float32Array.of(1, 2), decay: true };
     const b: Param = { name: 'a', shape: [2], data: Float32Array.of(1, 2), decay: true };

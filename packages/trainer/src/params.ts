@@ -9,6 +9,11 @@ export interface Param {
   data: Float32Array;
   /** Whether AdamW decays it: HF's Trainer exempts biases and norm weights. */
   readonly decay: boolean;
+  /**
+   * Its learning rate over the run's (a param group's lr in torch; the schedule scales both
+   * alike, as LambdaLR does). Absent: 1. LLaVA's mm_vision_tower_lr is one such group.
+   */
+  readonly lrScale?: number;
 }
 
 /**

@@ -157,6 +157,8 @@ describe('config', () => {
     [{ warmupRatio: 2 }, /--warmup-ratio/],
     [{ lrScheduler: 'exp' }, /--lr-scheduler/],
     [{ evalSteps: 5 }, /--eval-steps needs --eval-data/],
+    [{ visionLearningRate: 1e-4 }, /--vision-learning-rate needs --tune-vision/],
+    [{ tuneVision: true, visionLearningRate: 0 }, /--vision-learning-rate must be a positive number/],
   ])('refuses %j', (bad, msg) => {
     expect(() => resolveConfig({ ...base, ...bad } as never)).toThrow(msg);
   });

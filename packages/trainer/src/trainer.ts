@@ -83,7 +83,7 @@ async function run(
 
   // The session is built once per run: trainable weights are inputs, the rest initializers.
   const { graph, params: names } = buildTrainGraph(model.parts, { trainable: model.trainable, lora: model.lora ?? undefined, backward: true });
-  const params = await materializeParams(model, names);
+  const params = await materializeParams(model, names, (cfg.visionLearningRate ?? cfg.learningRate) / cfg.learningRate);
   const byName = new Map(params.map((p) => [p.name, p]));
   const exp = modelExport(model, cfg, params);
   const opt = newAdamWState(params);

@@ -19,6 +19,7 @@ const FLAGS: readonly { flag: string; key: keyof TrainConfigInput; kind: Kind; h
   { flag: 'template', key: 'template', kind: ['plain', 'vicuna_v1'], help: 'conversation template (default plain for pretrain, vicuna_v1 otherwise)' },
   { flag: 'independent-turns', key: 'independentTurns', kind: 'bool', help: 'train each question/answer round alone with the image (prefix and image computed once; vicuna_v1)' },
   { flag: 'tune-vision', key: 'tuneVision', kind: 'bool', help: 'train the vision tower too' },
+  { flag: 'vision-learning-rate', key: 'visionLearningRate', kind: 'number', help: 'the vision tower\'s peak learning rate with --tune-vision (LLaVA\'s mm_vision_tower_lr; default: --learning-rate)', arg: 'lr' },
   { flag: 'lora-r', key: 'loraR', kind: 'int', help: 'LoRA rank (default 128)' },
   { flag: 'lora-alpha', key: 'loraAlpha', kind: 'number', help: 'LoRA alpha (default 256)' },
   { flag: 'learning-rate', key: 'learningRate', kind: 'number', help: 'peak learning rate (default 1e-3 pretrain, 2e-5 finetune, 2e-4 lora)', arg: 'lr' },
