@@ -86,14 +86,27 @@ export async function loadClip(dir: string): Promise<LoadedClip> {
  * to projected, unnormalised image and text embeddings [B, P], [B', P] (HF
  * get_image_features / get_text_features). With the weights made trainable through the
  * builder and {@link clipContrastiveLossInto} on top, this is CLIP's training graph.
+ * `tokens: true` adds the same projections of every token: patchEmbeds [B, N, P] (the last
+ * layer's patch tokens through post_layernorm and visual_projection, as the CLS is) and
+ * tokenEmbeds [B', T, P] (the text's last hidden states through text_projection), for a
+ * token-wise loss (tokenwiseContrastiveLossInto).
  */
 export function clipEmbedsInto(
-  g: GraphBuilder, pixels: Value, inputIds: Value, clip: Pick<LoadedClip, 'vision' | 'text' | 'heads'>,
-): { imageEmbeds: Value; textEmbeds: Value } {
-  const { pooled } = clipVisionInto(g, pixels, clip.vision.config, clip.vision.weights, { pooled: true });
+  g: GraphBuilder, pixels: Value, inputIds: Value, clip: Pick<LoadedClip, 'vision' | 'text' | 'heads'>, opts: { tokens?: boolean } = {},
+): { imageEmbeds: Value; textEmbeds: Value; patchEmbeds?: Value; tokenEmbeds?: Value } {
+  const vcfg = clip.vision.config, vw = clip.vision.weights;
+  const { pooled, lastHidden } = clipVisionInto(g, pixels, vcfg, vw, { pooled: true });
   const imageEmbeds = nn.linear(g, pooled!, g.param(clip.heads.visualProjection));
-  const textEmbeds = nn.linear(g, clipTextInto(g, inputIds, clip.text.config, clip.text.weights).pooled, g.param(clip.heads.textProjection));
-  return { imageEmbeds, textEmbeds };
+  const text = clipTextInto(g, inputIds, clip.text.config, clip.text.weights);
+  const textEmbeds = nn.linear(g, text.pooled, g.param(clip.heads.textProjection));
+  if (!opts.tokens) return { imageEmbeds, textEmbeds };
+  const patches = g.slice(lastHidden, [1], [vcfg.numPatches + 1], [1]);
+  const patchNorm = nn.layerNorm(g, patches, g.param(vw.postLayerNorm.weight), g.param(vw.postLayerNorm.bias), vcfg.layerNormEps);
+  return {
+    imageEmbeds, textEmbeds,
+    patchEmbeds: nn.linear(g, patchNorm, g.param(clip.heads.visualProjection)),
+    tokenEmbeds: nn.linear(g, text.embeds, g.param(clip.heads.textProjection)),
+  };
 }
 
 /**

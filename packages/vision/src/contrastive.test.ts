@@ -4,7 +4,7 @@ import {
   type Feeds, type HostTensor, type WeightSource,
 } from '@mobillama/core';
 import { clipEmbedsInto, loadClip } from './clip-model.js';
-import { clipContrastiveLossInto, clipLogitsInto } from './contrastive.js';
+import { clipContrastiveLossInto, clipLogitsInto, tokenwiseContrastiveLossInto } from './contrastive.js';
 import { CLIP_TEXT_FIXTURE, readGolden, relErr } from './text/testing.js';
 
 let golden: Record<string, HostTensor>;
@@ -74,6 +74,79 @@ describe('clipContrastiveLossInto', () => {
     await s.release();
     const want = Array.from(f32('logits_per_image'), (x) => (x / Math.exp(2.6592)) * 2);
     expect(relErr(out.lpi.data as Float32Array, want)).toBeLessThan(1e-5);
+  });
+});
+
+describe('tokenwiseContrastiveLossInto (FILIP)', () => {
+  const B = 3, N = 4, T = 5, P = 6;
+  const r = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 1.7);
+  const mask = [0, 1, 1, 1, 0, /**/ 0, 1, 0, 0, 0, /**/ 0, 1, 1, 0, 0];
+
+  /** The paper's equations, written out in plain loops. */
+  function reference(patches: number[], tokens: number[], words: number[], logScale: number): number {
+    const unit = (x: number[], rows: number) => {
+      const out = x.slice();
+      for (let k = 0; k < rows; k++) {
+        const n = Math.hypot(...x.slice(k * P, (k + 1) * P));
+        for (let d = 0; d < P; d++) out[k * P + d] /= n;
+      }
+      return out;
+    };
+    const v = unit(patches, B * N), w = unit(tokens, B * T);
+    const dot = (i: number, p: number, j: number, t: number) => { let s = 0; for (let d = 0; d < P; d++) s += v[(i * N + p) * P + d] * w[(j * T + t) * P + d]; return s; };
+    const i2t: number[][] = [], t2i: number[][] = [];
+    for (let i = 0; i < B; i++) {
+      i2t.push([]); t2i.push([]);
+      for (let j = 0; j < B; j++) {
+        let a = 0;
+        for (let p = 0; p < N; p++) { let m = -Infinity; for (let t = 0; t < T; t++) if (words[j * T + t]) m = Math.max(m, dot(i, p, j, t)); a += m / N; }
+        let b = 0, nw = 0;
+        for (let t = 0; t < T; t++) if (words[j * T + t]) { let m = -Infinity; for (let p = 0; p < N; p++) m = Math.max(m, dot(i, p, j, t)); b += m; nw++; }
+        i2t[i].push(a); t2i[i].push(b / nw);
+      }
+    }
+    const sc = Math.exp(logScale);
+    const ce = (row: number[], k: number) => { const z = row.map((x) => x * sc), mx = Math.max(...z); return Math.log(z.reduce((s, x) => s + Math.exp(x - mx), 0)) + mx - z[k]; };
+    let li = 0, lt = 0;
+    for (let i = 0; i < B; i++) li += ce(i2t[i], i) / B;
+    for (let j = 0; j < B; j++) lt += ce(i2t.map((_, i) => t2i[i][j]), j) / B;
+    return (li + lt) / 2;
+  }
+
+  it('equals the token-wise similarity and symmetric InfoNCE written out in loops; padding plays no part', async () => {
+    const g = new GraphBuilder('filip');
+    const pe = g.input('pe', 'float32', [B, N, P]), te = g.input('te', 'float32', [B, T, P]);
+    const m = g.input('m', 'float32', [B, T]), sc = g.input('sc', 'float32', [1]);
+    g.output(tokenwiseContrastiveLossInto(g, pe, te, m, sc).loss, 'loss');
+    const s = await createSession(exportOnnx(g.build()), { threads: 1 });
+    const run = async (pd: number[], td: number[]) => (await s.run({
+      pe: { dtype: 'float32', dims: [B, N, P], data: Float32Array.from(pd) },
+      te: { dtype: 'float32', dims: [B, T, P], data: Float32Array.from(td) },
+      m: { dtype: 'float32', dims: [B, T], data: Float32Array.from(mask) },
+      sc: { dtype: 'float32', dims: [1], data: Float32Array.of(1.5) },
+    })).loss.data[0] as number;
+    const pd = r(B * N * P, 5), td = r(B * T * P, 6);
+    const want = reference(pd, td, mask, 1.5);
+    expect(Math.abs(await run(pd, td) - want)).toBeLessThan(1e-5);
+    // A masked token (text 1, position 3) set to a strong match for every patch changes nothing.
+    const td2 = td.slice();
+    for (let d = 0; d < P; d++) td2[(1 * T + 3) * P + d] = pd[d] * 10;
+    expect(Math.abs(await run(pd, td2) - want)).toBeLessThan(1e-5);
+    await s.release();
+  });
+
+  it('gradients match finite differences (patches, tokens, logit scale; float64)', async () => {
+    const results = await gradcheck((g) => {
+      const pe = g.input('pe', 'float32', [B, N, P]), te = g.input('te', 'float32', [B, T, P]);
+      const m = g.input('m', 'float32', [B, T]), sc = g.input('sc', 'float32', [1]);
+      return { loss: tokenwiseContrastiveLossInto(g, pe, te, m, sc).loss, wrt: [pe, te, sc] };
+    }, {
+      pe: { dims: [B, N, P], data: r(B * N * P, 7) },
+      te: { dims: [B, T, P], data: r(B * T * P, 8) },
+      m: { dims: [B, T], data: mask },
+      sc: { dims: [1], data: [0.9] },
+    });
+    for (const res of results) expect(res.relError, res.name).toBeLessThan(1e-6);
   });
 });
 

@@ -39,11 +39,45 @@ export function clipContrastiveLossInto(
   g: GraphBuilder, imageEmbeds: Value, textEmbeds: Value, logitScale: Value, opts: ClipLogitsOptions = {},
 ): { loss: Value; logitsPerImage: Value; logitsPerText: Value } {
   const { logitsPerImage, logitsPerText } = clipLogitsInto(g, imageEmbeds, textEmbeds, logitScale, opts);
+  return { loss: symmetricInfoNceInto(g, logitsPerImage, logitsPerText), logitsPerImage, logitsPerText };
+}
+
+/** (CE(logitsPerText, arange B) + CE(logitsPerImage, arange B)) / 2 for [B, B] logits whose row i matches column i. */
+function symmetricInfoNceInto(g: GraphBuilder, logitsPerImage: Value, logitsPerText: Value): Value {
   const b = g.slice(g.shape(logitsPerText), [0], [1], [0]); // int64 [1]
   const targets = g.node('Range', [g.scalar(0, 'int64'), g.squeeze(b, [0]), g.scalar(1, 'int64')], {}, { dtype: 'int64', shape: [null] });
   // core's crossEntropy reads [batch, tokens, classes]: one "sequence" of B rows.
   const labels = g.unsqueeze(targets, [0]);
   const ce = (logits: Value) => crossEntropy(g, g.unsqueeze(logits, [0]), labels);
-  const loss = g.mul(g.add(ce(logitsPerText), ce(logitsPerImage)), g.scalar(0.5));
-  return { loss, logitsPerImage, logitsPerText };
+  return g.mul(g.add(ce(logitsPerText), ce(logitsPerImage)), g.scalar(0.5));
+}
+
+/**
+ * FILIP's token-wise contrastive loss (Yao et al. 2021, eq. 4–5): an image and a text are as
+ * similar as each image patch is to its best-matching word, averaged over the patches
+ * (image → text), and as each word is to its best-matching patch, averaged over the words
+ * (text → image); the symmetric InfoNCE over those, with CLIP's temperature. It makes every
+ * patch's embedding carry what the words say about its part of the image, which the
+ * pooled loss leaves in the CLS token.
+ * patchEmbeds [Bi, N, P], tokenEmbeds [B, T, P] (normalised here), tokenMask [B, T] (1: a
+ * word to match, 0: padding, BOS, EOS), row i of each a pair (Bi = B).
+ */
+export function tokenwiseContrastiveLossInto(
+  g: GraphBuilder, patchEmbeds: Value, tokenEmbeds: Value, tokenMask: Value, logitScale: Value,
+): { loss: Value; logitsPerImage: Value; logitsPerText: Value } {
+  const v = g.unsqueeze(l2Normalize(g, patchEmbeds), [1]); // [Bi, 1, N, P]
+  const w = g.unsqueeze(g.transpose(l2Normalize(g, tokenEmbeds), [0, 2, 1]), [0]); // [1, B, P, T]
+  const sim = g.matmul(v, w); // [Bi, B, N, T]
+  const mask = g.unsqueeze(tokenMask, [0, 2]); // [1, B, 1, T]
+  // Patch → best word (padding pushed out of the max), mean over patches.
+  const notWord = g.mul(g.sub(g.scalar(1), mask), g.scalar(-1e4));
+  const imageToText = g.reduceMean(g.reduceMax(g.add(sim, notWord), [3], false), [2], false); // [Bi, B]
+  // Word → best patch, mean over the words.
+  const best = g.reduceMax(sim, [2], false); // [Bi, B, T]
+  const words = g.squeeze(mask, [2]); // [1, B, T]
+  const textToImage = g.div(g.reduceSum(g.mul(best, words), [2], false), g.reduceSum(words, [2], false)); // [Bi, B]
+  const scale = g.exp(logitScale);
+  const logitsPerImage = g.mul(imageToText, scale);
+  const logitsPerText = g.mul(g.transpose(textToImage, [1, 0]), scale);
+  return { loss: symmetricInfoNceInto(g, logitsPerImage, logitsPerText), logitsPerImage, logitsPerText };
 }

@@ -83,7 +83,7 @@ function embeddings(g: GraphBuilder, pixels: Value, cfg: ClipVisionConfig, w: Cl
  */
 export function clipVisionInto(
   g: GraphBuilder, pixels: Value, cfg: ClipVisionConfig, w: ClipVisionWeights, opts: ClipGraphOptions = {},
-): { features: Value; pooled: Value | null } {
+): { features: Value; pooled: Value | null; lastHidden: Value } {
   const j = hiddenStateIndex(cfg, opts.featureLayer ?? -2);
   const depth = opts.pooled ? cfg.numLayers : j;
   if (w.layers.length < depth) throw new Error(`the graph needs ${depth} encoder layers, ${w.layers.length} were loaded`);
@@ -95,7 +95,8 @@ export function clipVisionInto(
   }
   const features = (opts.featureKind ?? 'patch') === 'patch' ? g.slice(selected, [1], [cfg.numPatches + 1], [1]) : selected;
   const pooled = opts.pooled ? norm(g, g.squeeze(g.slice(h, [0], [1], [1]), [1]), w.postLayerNorm, cfg.layerNormEps) : null;
-  return { features, pooled };
+  // lastHidden: the deepest hidden state computed (the last layer's when pooled).
+  return { features, pooled, lastHidden: h };
 }
 
 /** A graph from `pixel_values` [B, C, S, S] to `image_features` (and `pooled` when asked). */

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ClipModel } from '@mobillama/vision';
 import { Rng } from '../rng.js';
 import { writeShapesDataset, type LlavaEntry } from '../synthetic/index.js';
-import { groupPairs, hardNegativeBatch, pretrainClip } from './clip-pretrain.js';
+import { groupPairs, hardNegativeBatch, pretrainClip, wordMask } from './clip-pretrain.js';
 
 // 5 colour groups of 8 pairs; captions unique except one duplicate pair in group "g0".
 const pairs = Array.from({ length: 40 }, (_, i) => ({ caption: i === 1 ? 'caption 0' : `caption ${i}`, group: `g${i % 5}` }));
@@ -54,7 +54,7 @@ describe('pretrainClip', () => {
       vision: { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, imageSize: 64, patchSize: 16 },
       projectionDim: 32,
     };
-    const run = (out: string) => pretrainClip({ config, pairs, out, steps: 80, batchSize: 8, learningRate: 5e-3, seed: 3, threads: 2 });
+    const run = (out: string, tokenLossWeight = 0) => pretrainClip({ config, pairs, out, steps: 80, batchSize: 8, learningRate: 5e-3, seed: 3, threads: 2, tokenLossWeight });
     const r = await run(join(dir, 'clip'));
     expect(r.losses).toHaveLength(80);
     const first = r.losses[0], last = r.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
@@ -74,5 +74,14 @@ describe('pretrainClip', () => {
     } finally {
       await m.dispose();
     }
+    // With FILIP's token-wise loss added: the same start plus a second InfoNCE (~ln 8 more), fitted too.
+    const t = await run(join(dir, 'token'), 1);
+    expect(t.losses[0] - first).toBeGreaterThan(1);
+    expect(t.losses[0] - first).toBeLessThan(3);
+    expect(t.losses.slice(-5).reduce((a, b) => a + b, 0) / 5).toBeLessThan(0.25 * t.losses[0]);
+  });
+
+  it('the token-wise loss matches the words only: not BOS, EOS or padding', () => {
+    expect(Array.from(wordMask([4, 2, 5], 5))).toEqual([0, 1, 1, 0, 0, /**/ 0, 0, 0, 0, 0, /**/ 0, 1, 1, 1, 0]);
   });
 });

@@ -9,7 +9,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { GraphBuilder, addBackward, createSession, exportOnnx, readFloatWeight, type Feeds, type HostTensor } from '@mobillama/core';
 import {
-  clipContrastiveLossInto, clipEmbedsInto, initClipWeights, loadClip, preprocessImage, trainClipBpe, writeClipModel,
+  clipContrastiveLossInto, clipEmbedsInto, initClipWeights, loadClip, preprocessImage, tokenwiseContrastiveLossInto, trainClipBpe, writeClipModel,
   type ClipInitConfig,
 } from '@mobillama/vision';
 import { adamwStep, clipCoefficient, globalGradNorm, newAdamWState } from '../optimizer.js';
@@ -29,6 +29,12 @@ export interface ClipPretrainOptions {
    * random batches.
    */
   readonly hardNegatives?: number;
+  /**
+   * Weight of FILIP's token-wise contrastive loss added to CLIP's (0, default: CLIP's alone).
+   * It puts what the captions say about each shape into that shape's patch tokens, which
+   * are what LLaVA feeds the decoder.
+   */
+  readonly tokenLossWeight?: number;
   /** Folder to write the trained CLIPModel to (replaced atomically). */
   readonly out: string;
   readonly steps: number;
@@ -91,6 +97,13 @@ export function hardNegativeBatch(
   return idx;
 }
 
+/** 1 at each caption's word tokens (between BOS and EOS), 0 at those two and the padding: [B, T] row-major. */
+export function wordMask(lengths: readonly number[], width: number): Float32Array {
+  const m = new Float32Array(lengths.length * width);
+  lengths.forEach((n, r) => m.fill(1, r * width + 1, r * width + Math.max(1, n - 1)));
+  return m;
+}
+
 export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrainResult> {
   const t0 = performance.now();
   const merges = trainClipBpe(o.pairs.map((p) => p.caption), { numMerges: o.numMerges ?? 400 });
@@ -108,8 +121,15 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
     const g = new GraphBuilder('clip_pretrain', trainable);
     const pixels = g.input('pixel_values', 'float32', ['batch', C, S, S]);
     const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-    const { imageEmbeds, textEmbeds } = clipEmbedsInto(g, pixels, ids, clip);
-    const { loss } = clipContrastiveLossInto(g, imageEmbeds, textEmbeds, g.param(clip.heads.logitScaleWeight));
+    const tokenWeight = o.tokenLossWeight ?? 0;
+    const { imageEmbeds, textEmbeds, patchEmbeds, tokenEmbeds } = clipEmbedsInto(g, pixels, ids, clip, { tokens: tokenWeight > 0 });
+    const scale = g.param(clip.heads.logitScaleWeight);
+    let { loss } = clipContrastiveLossInto(g, imageEmbeds, textEmbeds, scale);
+    if (tokenWeight > 0) {
+      const words = g.input('token_mask', 'float32', ['batch', 'seq']);
+      const token = tokenwiseContrastiveLossInto(g, patchEmbeds!, tokenEmbeds!, words, scale).loss;
+      loss = g.add(loss, g.mul(token, g.scalar(tokenWeight)));
+    }
     const inputs = g.inputs.filter((v) => trainable.has(v.name));
     const grads = addBackward(g, loss, inputs);
     g.output(loss, 'loss');
@@ -153,6 +173,7 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
           pixel_values: { dtype: 'float32', dims: [idx.length, C, S, S], data: px },
           input_ids: { dtype: 'int64', dims: [tok.batch, tok.length], data: tok.ids },
         };
+        if (tokenWeight > 0) feeds.token_mask = { dtype: 'float32', dims: [tok.batch, tok.length], data: wordMask(tok.lengths, tok.length) };
         for (const p of params) feeds[p.name] = { dtype: 'float32', dims: p.shape, data: p.data };
         const out = await session.run(feeds);
         const l = (out.loss.data as Float32Array)[0];
