@@ -10,8 +10,9 @@ export interface Param {
   /** Whether AdamW decays it: HF's Trainer exempts biases and norm weights. */
   readonly decay: boolean;
   /**
-   * Its learning rate over the run's (a param group's lr in torch; the schedule scales both
-   * alike, as LambdaLR does). Absent: 1. LLaVA's mm_vision_tower_lr is one such group.
+   * Its learning rate as a multiple of the run's (a torch param group with its own lr; the
+   * schedule scales every group alike, as LambdaLR does). Absent: 1. LLaVA's
+   * mm_vision_tower_lr makes one such group.
    */
   readonly lrScale?: number;
 }
