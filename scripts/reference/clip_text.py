@@ -176,6 +176,22 @@ def clip_loss_from_embeds(image_embeds, text_embeds, logit_scale):
     return clip_loss(logit_scale.exp() * txt @ img.t())
 
 
+def filip_loss_from_embeds(patch_embeds, token_embeds, token_mask, logit_scale):
+    """FILIP's token-wise contrastive loss (Yao et al. 2021, eq. 4-5): image i vs text j scores
+    mean over patches of max over words (image->text), and mean over words of max over patches
+    (text->image); symmetric InfoNCE over each. patch [B,N,P], token [B,T,P], mask [B,T] (1 = word)."""
+    v = patch_embeds / patch_embeds.norm(p=2, dim=-1, keepdim=True)
+    w = token_embeds / token_embeds.norm(p=2, dim=-1, keepdim=True)
+    sim = torch.einsum("ipd,jtd->ijpt", v, w)
+    words = token_mask.bool()[None, :, None, :]
+    i2t = sim.masked_fill(~words, float("-inf")).amax(dim=3).mean(dim=2)  # [Bi, Bt]
+    best = sim.amax(dim=2)  # [Bi, Bt, T]
+    m = token_mask[None].to(sim.dtype)
+    t2i = (best * m).sum(dim=2) / m.sum(dim=2)  # [Bi, Bt]
+    scale = logit_scale.exp()
+    return (contrastive_loss(scale * i2t) + contrastive_loss(scale * t2i.t())) / 2.0
+
+
 def load_clip_state_dict(sd, cfg_json, dtype=torch.float64):
     m = ClipModel(cfg_json)
     own = OrderedDict((k, v) for k, v in sd.items() if not k.endswith("position_ids"))

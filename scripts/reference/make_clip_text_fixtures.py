@@ -86,6 +86,13 @@ GOLDEN_DOC = OrderedDict(
     train_ids="tokenizer(LABELS[:3]) padded with <|endoftext|> (no mask needed: pooled is causal-invariant) [3,T]",
     train_loss="CLIPModel(train_ids, train_pixel_values, return_loss=True).loss []",
     grads="d train_loss / d param for " + json.dumps(TRAIN_GRADS),
+    filip_patch_embeds="random unnormalised patch embeddings [3,4,6] (own generator, seed 303)",
+    filip_token_embeds="random unnormalised word embeddings [3,5,6]",
+    filip_token_mask="1 = a word to match, 0 = BOS/EOS/padding [3,5]",
+    filip_logit_scale="log scale []",
+    filip_loss="FILIP token-wise loss (clip_text.filip_loss_from_embeds) []",
+    filip_grad_patch="d filip_loss / d filip_patch_embeds [3,4,6]",
+    filip_grad_token="d filip_loss / d filip_token_embeds [3,5,6]",
 )
 
 
@@ -230,6 +237,18 @@ def make():
         gold["train_loss"] = loss.detach()
         for k, name in TRAIN_GRADS.items():
             gold[k] = params[name].grad.detach().clone()
+    # FILIP's token-wise loss on random embeddings: its own generator, so the values above stay as they were.
+    g = torch.Generator().manual_seed(303)
+    fp = torch.randn(3, 4, 6, generator=g, dtype=F64).to(torch.float32)
+    ft = torch.randn(3, 5, 6, generator=g, dtype=F64).to(torch.float32)
+    fm = torch.tensor([[0, 1, 1, 1, 0], [0, 1, 0, 0, 0], [0, 1, 1, 0, 0]], dtype=torch.float32)
+    fs = torch.tensor(1.5, dtype=torch.float32)
+    with torch.enable_grad():
+        p64, t64 = fp.to(F64).requires_grad_(), ft.to(F64).requires_grad_()
+        fl = ct.filip_loss_from_embeds(p64, t64, fm.to(F64), fs.to(F64))
+        fl.backward()
+    gold.update(filip_patch_embeds=fp, filip_token_embeds=ft, filip_token_mask=fm, filip_logit_scale=fs,
+                filip_loss=fl.detach(), filip_grad_patch=p64.grad.detach(), filip_grad_token=t64.grad.detach())
     gold = OrderedDict((k, v.to(torch.float32) if v.is_floating_point() else v) for k, v in gold.items())
     meta = dict(GOLDEN_DOC, weights_seed="301", random_seed="302")
     st.save_file(gold, os.path.join(OUT, "golden.safetensors"), meta)

@@ -113,6 +113,28 @@ describe('tokenwiseContrastiveLossInto (FILIP)', () => {
     return (li + lt) / 2;
   }
 
+  it('loss and gradients equal the PyTorch reference (clip_text.filip_loss_from_embeds, golden)', async () => {
+    const g = new GraphBuilder('filip_golden');
+    const pe = g.input('pe', 'float32', [3, 4, 6]), te = g.input('te', 'float32', [3, 5, 6]);
+    const m = g.input('m', 'float32', [3, 5]), sc = g.input('sc', 'float32', []);
+    const { loss } = tokenwiseContrastiveLossInto(g, pe, te, m, sc);
+    const grads = addBackward(g, loss, [pe, te]);
+    g.output(loss, 'loss');
+    g.output(grads.get(pe)!, 'gp');
+    g.output(grads.get(te)!, 'gt');
+    const s = await createSession(exportOnnx(g.build()), { threads: 1 });
+    const out = await s.run({
+      pe: { dtype: 'float32', dims: [3, 4, 6], data: f32('filip_patch_embeds') },
+      te: { dtype: 'float32', dims: [3, 5, 6], data: f32('filip_token_embeds') },
+      m: { dtype: 'float32', dims: [3, 5], data: f32('filip_token_mask') },
+      sc: { dtype: 'float32', dims: [], data: f32('filip_logit_scale') },
+    });
+    await s.release();
+    expect(Math.abs((out.loss.data as Float32Array)[0] - f32('filip_loss')[0])).toBeLessThan(1e-5);
+    expect(relErr(out.gp.data as Float32Array, f32('filip_grad_patch'))).toBeLessThan(1e-4);
+    expect(relErr(out.gt.data as Float32Array, f32('filip_grad_token'))).toBeLessThan(1e-4);
+  });
+
   it('equals the token-wise similarity and symmetric InfoNCE written out in loops; padding plays no part', async () => {
     const g = new GraphBuilder('filip');
     const pe = g.input('pe', 'float32', [B, N, P]), te = g.input('te', 'float32', [B, T, P]);
