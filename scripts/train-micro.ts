@@ -71,8 +71,10 @@ async function stage(name: string, marker: string, body: () => Promise<Record<st
   log(`[${name}] …`);
   const t0 = performance.now();
   const extra = (await body()) ?? {};
-  const seconds = (performance.now() - t0) / 1000;
-  report.stages[name] = { seconds, ...extra };
+  // A resumed stage reports the seconds of the part that ran before too.
+  const before = typeof extra.seconds_before_resume === 'number' ? extra.seconds_before_resume : 0;
+  const seconds = (performance.now() - t0) / 1000 + before;
+  report.stages[name] = { ...extra, seconds };
   ranBefore = true;
   await saveReport();
   await writeFile(marker, `${seconds}\n`);
@@ -142,8 +144,8 @@ await stage('stage1', P('stage1', 'DONE'), async () => {
 // 5. Stage 2: instruction tuning ------------------------------------------------------------
 await stage('stage2', P('stage2', 'DONE'), async () => {
   // A run killed here resumes from the last checkpoint (every 250 steps, ~2 min; only the
-  // newest kept: ~100 MB); its seconds in the report are then those of the resumed part. If an
-  // earlier stage just ran again, that checkpoint was trained on its old output: start over.
+  // newest kept: ~100 MB); the report then adds the logged seconds of the steps before it. If
+  // an earlier stage just ran again, that checkpoint was trained on its old output: start over.
   if (ranBefore) await rm(P('stage2'), { recursive: true, force: true });
   // Each image's questions as one conversation, trained as independent turns: the system
   // prompt and the 64 image tokens once per image instead of once per question.
@@ -155,7 +157,13 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
     batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03,
     saveSteps: 250, saveTotalLimit: 1, resume: true, seed: R.stage2.seed, threads: THREADS,
   }, stepLog('stage2', R.stage2.steps, 100));
-  return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+  // Steps logged before a resume ran in an earlier invocation (older logs have no seconds: 0).
+  const resumedAt = r.resumedFrom === null ? 0 : Number(/checkpoint-(\d+)$/.exec(r.resumedFrom)?.[1] ?? 0);
+  const earlier = r.records.filter((x) => x.step <= resumedAt).reduce((t, x) => t + (x.seconds ?? 0), 0);
+  return {
+    steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)),
+    ...(earlier > 0 ? { seconds_before_resume: earlier } : {}),
+  };
 });
 
 // 6. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------

@@ -49,7 +49,7 @@ describe('mobillama-v train', () => {
     const log = await logLines(run);
     expect(log.map((l) => l.step)).toEqual([1, 2, 3]);
     for (const l of log) {
-      expect(Object.keys(l).sort()).toEqual(['grad_norm', 'loss', 'lr', 'step', 'tokens_per_s']);
+      expect(Object.keys(l).sort()).toEqual(['grad_norm', 'loss', 'lr', 'seconds', 'step', 'tokens_per_s']);
       expect(l.loss).toBeGreaterThan(0);
       expect(l.tokens_per_s).toBeGreaterThan(0);
     }

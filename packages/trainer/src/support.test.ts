@@ -114,7 +114,7 @@ describe('checkpoints', () => {
 });
 
 describe('logging', () => {
-  const rec = (step: number, loss: number): StepRecord => ({ step, loss, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 100 });
+  const rec = (step: number, loss: number): StepRecord => ({ step, loss, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 100, seconds: 0.1 });
 
   it('log.jsonl is cut back to a checkpoint step (a cut last line dropped too)', async () => {
     const log = new JsonlLog<StepRecord>(join(dir, 'log.jsonl'));

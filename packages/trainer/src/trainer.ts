@@ -225,7 +225,7 @@ async function run(
       progress.note(`step ${s + 1}: no supervised tokens in its batch (all labels masked or cut); no update`);
     }
     const secs = (performance.now() - t0) / 1000;
-    const rec: StepRecord = { step: s + 1, loss, lr, grad_norm: norm, tokens_per_s: secs > 0 ? tokens / secs : 0 };
+    const rec: StepRecord = { step: s + 1, loss, lr, grad_norm: norm, tokens_per_s: secs > 0 ? tokens / secs : 0, seconds: secs };
     await log.append(rec);
     records.push(rec);
     progress.step(rec);
