@@ -68,13 +68,12 @@ export function tokenwiseContrastiveLossInto(
   const v = g.unsqueeze(l2Normalize(g, patchEmbeds), [1]); // [Bi, 1, N, P]
   const w = g.unsqueeze(g.transpose(l2Normalize(g, tokenEmbeds), [0, 2, 1]), [0]); // [1, B, P, T]
   const sim = g.matmul(v, w); // [Bi, B, N, T]
-  const mask = g.unsqueeze(tokenMask, [0, 2]); // [1, B, 1, T]
   // Patch → best word (padding pushed out of the max), mean over patches.
-  const notWord = g.mul(g.sub(g.scalar(1), mask), g.scalar(-1e4));
+  const notWord = g.mul(g.sub(g.scalar(1), g.unsqueeze(tokenMask, [0, 2])), g.scalar(-1e4)); // [1, B, 1, T]
   const imageToText = g.reduceMean(g.reduceMax(g.add(sim, notWord), [3], false), [2], false); // [Bi, B]
   // Word → best patch, mean over the words.
   const best = g.reduceMax(sim, [2], false); // [Bi, B, T]
-  const words = g.squeeze(mask, [2]); // [1, B, T]
+  const words = g.unsqueeze(tokenMask, [0]); // [1, B, T]
   const textToImage = g.div(g.reduceSum(g.mul(best, words), [2], false), g.reduceSum(words, [2], false)); // [Bi, B]
   const scale = g.exp(logitScale);
   const logitsPerImage = g.mul(imageToText, scale);

@@ -79,6 +79,10 @@ describe('pretrainClip', () => {
     expect(t.losses[0] - first).toBeGreaterThan(1);
     expect(t.losses[0] - first).toBeLessThan(3);
     expect(t.losses.slice(-5).reduce((a, b) => a + b, 0) / 5).toBeLessThan(0.25 * t.losses[0]);
+    // Bad inputs: a negative weight, and a caption with no words to match.
+    await expect(run(join(dir, 'bad'), -1)).rejects.toThrow(/tokenLossWeight must be a number ≥ 0, got -1/);
+    await expect(pretrainClip({ config, pairs: pairs.map((p, i) => (i === 3 ? { ...p, caption: '' } : p)), out: join(dir, 'bad'), steps: 1, batchSize: 8,
+      learningRate: 5e-3, seed: 3, threads: 2, tokenLossWeight: 1 })).rejects.toThrow(/caption "" has no words for the token-wise loss/);
   });
 
   it('the token-wise loss matches the words only: not BOS, EOS or padding', () => {

@@ -106,6 +106,8 @@ export function wordMask(lengths: readonly number[], width: number): Float32Arra
 
 export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrainResult> {
   const t0 = performance.now();
+  const tokenWeight = o.tokenLossWeight ?? 0;
+  if (!(tokenWeight >= 0) || !Number.isFinite(tokenWeight)) throw new RangeError(`tokenLossWeight must be a number ≥ 0, got ${o.tokenLossWeight}`);
   const merges = trainClipBpe(o.pairs.map((p) => p.caption), { numMerges: o.numMerges ?? 400 });
   const tmp = `${o.out}.partial`;
   await rm(tmp, { recursive: true, force: true });
@@ -121,7 +123,6 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
     const g = new GraphBuilder('clip_pretrain', trainable);
     const pixels = g.input('pixel_values', 'float32', ['batch', C, S, S]);
     const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-    const tokenWeight = o.tokenLossWeight ?? 0;
     const { imageEmbeds, textEmbeds, patchEmbeds, tokenEmbeds } = clipEmbedsInto(g, pixels, ids, clip, { tokens: tokenWeight > 0 });
     const scale = g.param(clip.heads.logitScaleWeight);
     let { loss } = clipContrastiveLossInto(g, imageEmbeds, textEmbeds, scale);
@@ -173,7 +174,12 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
           pixel_values: { dtype: 'float32', dims: [idx.length, C, S, S], data: px },
           input_ids: { dtype: 'int64', dims: [tok.batch, tok.length], data: tok.ids },
         };
-        if (tokenWeight > 0) feeds.token_mask = { dtype: 'float32', dims: [tok.batch, tok.length], data: wordMask(tok.lengths, tok.length) };
+        if (tokenWeight > 0) {
+          // A caption without words (BOS and EOS only) has nothing to match: its mean would be 0/0.
+          const empty = tok.lengths.findIndex((n) => n < 3);
+          if (empty >= 0) throw new RangeError(`caption ${JSON.stringify(captions[idx[empty]])} has no words for the token-wise loss`);
+          feeds.token_mask = { dtype: 'float32', dims: [tok.batch, tok.length], data: wordMask(tok.lengths, tok.length) };
+        }
         for (const p of params) feeds[p.name] = { dtype: 'float32', dims: p.shape, data: p.data };
         const out = await session.run(feeds);
         const l = (out.loss.data as Float32Array)[0];
