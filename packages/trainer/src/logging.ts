@@ -8,8 +8,8 @@ export interface StepRecord {
   readonly lr: number;
   readonly grad_norm: number;
   readonly tokens_per_s: number;
-  /** Wall seconds of the step (so a resumed run's time adds up from the log). */
-  readonly seconds: number;
+  /** Wall seconds of the step (so a resumed run's time adds up from the log); absent in logs written before it was recorded. */
+  readonly seconds?: number;
 }
 
 /** One line of eval.jsonl. */

@@ -126,9 +126,9 @@ export async function pretrainClip(o: ClipPretrainOptions): Promise<ClipPretrain
     const { imageEmbeds, textEmbeds, patchEmbeds, tokenEmbeds } = clipEmbedsInto(g, pixels, ids, clip, { tokens: tokenWeight > 0 });
     const scale = g.param(clip.heads.logitScaleWeight);
     let { loss } = clipContrastiveLossInto(g, imageEmbeds, textEmbeds, scale);
-    if (tokenWeight > 0) {
+    if (patchEmbeds && tokenEmbeds) {
       const words = g.input('token_mask', 'float32', ['batch', 'seq']);
-      const token = tokenwiseContrastiveLossInto(g, patchEmbeds!, tokenEmbeds!, words, scale).loss;
+      const token = tokenwiseContrastiveLossInto(g, patchEmbeds, tokenEmbeds, words, scale).loss;
       loss = g.add(loss, g.mul(token, g.scalar(tokenWeight)));
     }
     const inputs = g.inputs.filter((v) => trainable.has(v.name));
