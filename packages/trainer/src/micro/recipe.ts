@@ -25,7 +25,7 @@ const DECODER: MicroDecoderConfig & { seed: number } = {
 export const MICRO_RECIPE = {
   data: {
     kinds: MICRO_WORLD.kinds, colors: MICRO_WORLD.colors,
-    trainSeed: 1, trainImages: 40000,
+    trainSeed: 1, trainImages: 120000,
     heldoutSeed: 2, heldoutImages: 200, heldoutQaPerImage: 3,
     lmSeed: 3, lmDocuments: 13000,
     /** Held-out questions shipped in the model folder (a quick `eval`; the tests use them). */
@@ -39,8 +39,9 @@ export const MICRO_RECIPE = {
   stage1: { steps: 150, batchSize: 32, learningRate: 2e-3, seed: 41 },
   // An image's questions as one conversation with independent turns (each sees the image, not
   // the other answers: a description names every colour): 16 images ≈ 88 questions a step,
-  // one pass over the 40 000 images.
-  stage2: { steps: 2500, batchSize: 16, learningRate: 1e-3, seed: 51 },
+  // one pass over the 120 000 images. Three times the 2500 steps (and images) it had: 77.3 →
+  // 85.3% held-out (colour 82 → 100%: picking a shape by its kind is learned late).
+  stage2: { steps: 7500, batchSize: 16, learningRate: 1e-3, seed: 51 },
 };
 
 /**
