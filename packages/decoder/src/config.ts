@@ -21,6 +21,12 @@ export interface DecoderConfig {
    * From config.json's `ffn_groups` when present, else detected from the weights.
    */
   readonly ffnOfLayer: readonly number[];
+  /**
+   * 2-D rotary positions (rope-2d.ts): odd rotary frequency pairs turn by a second position id
+   * per token (an image token's column-by-column number). From config.json's `rope_2d`; off
+   * for LLaMA and MobiLlama checkpoints. Text alone is plain RoPE either way.
+   */
+  readonly rope2d: boolean;
 }
 
 /** config.json as Hugging Face writes it for model_type llama / mobillama (the fields we read). */
@@ -42,6 +48,8 @@ export interface HfLlamaConfigJson {
   tie_word_embeddings?: boolean;
   ffn_groups?: number[];
   rope_scaling?: unknown;
+  /** Ours: image tokens numbered in two rotary ids (DecoderConfig.rope2d). */
+  rope_2d?: boolean;
 }
 
 import { ConfigError } from '@mobillama/core';
@@ -94,5 +102,6 @@ export function decoderConfigFrom(c: HfLlamaConfigJson, shapes: DecoderShapes, f
     padId: c.pad_token_id ?? null,
     tieWordEmbeddings: c.tie_word_embeddings ?? false,
     ffnOfLayer,
+    rope2d: c.rope_2d === true,
   };
 }

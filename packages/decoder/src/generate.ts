@@ -18,7 +18,11 @@ export interface GenerateOptions extends SamplingOptions {
 /** A prompt as token ids, or as ready embeddings (image features spliced in) plus the ids around them. */
 export type GenerationPrompt =
   | { readonly ids: readonly number[] }
-  | { readonly embeds: Float32Array; readonly seq: number; readonly contextIds: readonly number[] };
+  | {
+    readonly embeds: Float32Array; readonly seq: number; readonly contextIds: readonly number[];
+    /** The second rotary ids of a 2-D rotary model's prompt (rope-2d.ts); default 0..seq-1. */
+    readonly positionIds2?: readonly number[];
+  };
 
 export interface GenerationTimings {
   readonly promptTokens: number;
@@ -72,6 +76,7 @@ export async function* generateStream(
   const t0 = performance.now();
   let out = await model.forward({
     embeds, batch: 1, seq, positionIds: [Array.from({ length: seq }, (_, i) => i)], attentionMask: [new Array(seq).fill(1)],
+    ...('positionIds2' in prompt && prompt.positionIds2 ? { positionIds2: [prompt.positionIds2] } : {}),
   });
   const tPrefill = performance.now();
   let ttft = 0;

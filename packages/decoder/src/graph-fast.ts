@@ -32,6 +32,8 @@ export type AttentionLowering = 'auto' | 'capacity' | 'gqa';
 export const FAST_IO = {
   embeds: 'inputs_embeds',
   positions: 'position_ids',
+  /** 2-D rotary models only (cfg.rope2d): the second rotary ids [B, T]. */
+  positions2: 'position_ids_2',
   /** capacity: [B, 1, T, C + T] (C = 0 when the cache is empty); gqa: [B, 1, T, P + T]. */
   bias: 'attention_bias',
   logitsIndex: 'logits_index',
@@ -53,9 +55,12 @@ export interface FastGraphOptions extends LinearLowering {
   attention: AttentionLowering;
 }
 
-/** Whether GroupQueryAttention's rotary can run this model (ORT requires head_size % 16 == 0). */
+/**
+ * Whether GroupQueryAttention's rotary can run this model: ORT requires head_size % 16 == 0,
+ * and it turns by cache slot, one id per token, so not 2-D rotary.
+ */
 export function gqaSupported(cfg: DecoderConfig): boolean {
-  return cfg.headDim % 16 === 0;
+  return cfg.headDim % 16 === 0 && !cfg.rope2d;
 }
 
 /** Whether GroupQueryAttention without its rotary can run this model (head_size % 8 == 0). */
@@ -63,11 +68,16 @@ export function gqaPromptSupported(cfg: DecoderConfig): boolean {
   return cfg.headDim % 8 === 0;
 }
 
-/** cos/sin caches [maxPositions, D/2] (rotate_half convention), computed in float64. */
-export function rotaryCaches(cfg: DecoderConfig): { cos: Float32Array; sin: Float32Array } {
+/**
+ * cos/sin caches [maxPositions, D/2] (rotate_half convention), computed in float64. With
+ * `parity` only the even (0) or odd (1) frequency pairs turn; the others get the identity
+ * (cos 1, sin 0), so rotating by both tables in turn is 2-D rotary exactly.
+ */
+export function rotaryCaches(cfg: DecoderConfig, parity?: 0 | 1): { cos: Float32Array; sin: Float32Array } {
   const half = cfg.headDim / 2, n = cfg.maxPositions;
-  const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+  const cos = new Float32Array(n * half).fill(1), sin = new Float32Array(n * half);
   for (let i = 0; i < half; i++) {
+    if (parity !== undefined && i % 2 !== parity) continue;
     // HF computes inv_freq in float32; round it the same way before multiplying.
     const invFreq = Math.fround(1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim));
     for (let p = 0; p < n; p++) {
@@ -95,7 +105,7 @@ function feedForward(g: GraphBuilder, x: Value, ffn: InferenceFfn, lo: LinearLow
 /** The fused inference graph; see FAST_IO for its inputs and outputs. */
 export function buildFastDecoderGraph(cfg: DecoderConfig, w: InferenceWeights, opts: FastGraphOptions, g = new GraphBuilder('mobillama_decoder_fast')): Graph {
   const { hiddenSize: H, numHeads: NH, numKvHeads: KV, headDim: D, rmsNormEps: eps } = cfg;
-  if (opts.attention === 'gqa' && !gqaSupported(cfg)) throw new Error(`GroupQueryAttention's rotary needs head_dim % 16 == 0, this model has ${D}`);
+  if (opts.attention === 'gqa' && !gqaSupported(cfg)) throw new Error(`GroupQueryAttention's rotary needs head_dim % 16 == 0 (this model has ${D}) and one position id per token`);
   const io = FAST_IO;
   const rep = NH / KV;
   const embeds = g.input(io.embeds, 'float32', ['batch', 'seq', H]);
@@ -105,13 +115,28 @@ export function buildFastDecoderGraph(cfg: DecoderConfig, w: InferenceWeights, o
   const gqa = opts.attention === 'gqa';
   const seqlensK = gqa ? g.input(io.seqlensK, 'int32', ['batch']) : null;
   const totalLength = gqa ? g.input(io.totalLength, 'int32', []) : null;
-  const tables = rotaryCaches(cfg);
   const half = D / 2;
-  const cos = g.weight('rotary_cos', { dtype: 'F32', shape: [cfg.maxPositions, half], data: tables.cos });
-  const sin = g.weight('rotary_sin', { dtype: 'F32', shape: [cfg.maxPositions, half], data: tables.sin });
+  const caches = (name: string, parity?: 0 | 1) => {
+    const t = rotaryCaches(cfg, parity);
+    return {
+      cos: g.weight(`rotary_cos${name}`, { dtype: 'F32', shape: [cfg.maxPositions, half], data: t.cos }),
+      sin: g.weight(`rotary_sin${name}`, { dtype: 'F32', shape: [cfg.maxPositions, half], data: t.sin }),
+    };
+  };
   const scale = 1 / Math.sqrt(D);
-  const rotary = (x: Value, heads: number) =>
-    g.node('RotaryEmbedding', [x, positions, cos, sin], { num_heads: heads }, { dtype: 'float32', shape: x.shape, domain: MS });
+  const rotateBy = (x: Value, heads: number, ids: Value, c: { cos: Value; sin: Value }) =>
+    g.node('RotaryEmbedding', [x, ids, c.cos, c.sin], { num_heads: heads }, { dtype: 'float32', shape: x.shape, domain: MS });
+  let rotary: (x: Value, heads: number) => Value;
+  let cos: Value | null = null, sin: Value | null = null;
+  if (cfg.rope2d) {
+    // Two rotations that each leave the other's frequency pairs alone (rotaryCaches' parity).
+    const positions2 = g.input(io.positions2, 'int64', ['batch', 'seq']);
+    const even = caches('_even', 0), odd = caches('_odd', 1);
+    rotary = (x, heads) => rotateBy(rotateBy(x, heads, positions, even), heads, positions2, odd);
+  } else {
+    ({ cos, sin } = caches(''));
+    rotary = (x, heads) => rotateBy(x, heads, positions, { cos: cos!, sin: sin! });
+  }
   const past = w.layers.map((_, i) => ({
     key: g.input(io.pastKey(i), 'float32', ['batch', KV, 'capacity', D]),
     value: g.input(io.pastValue(i), 'float32', ['batch', KV, 'capacity', D]),
@@ -141,7 +166,7 @@ export function buildFastDecoderGraph(cfg: DecoderConfig, w: InferenceWeights, o
     if (gqa) {
       const f = { dtype: 'float32' as const, shape: null };
       const [o, presentK, presentV] = g.nodeMulti('GroupQueryAttention',
-        [q, k, v, past[i].key, past[i].value, seqlensK, totalLength, cos, sin, null, bias],
+        [q, k, v, past[i].key, past[i].value, seqlensK, totalLength, cos!, sin!, null, bias],
         { num_heads: NH, kv_num_heads: KV, do_rotary: 1, scale: { float: scale } },
         [{ dtype: 'float32', shape: q.shape }, { ...f, name: io.presentKey(i) }, { ...f, name: io.presentValue(i) }], MS);
       g.outputs.push(presentK, presentV);

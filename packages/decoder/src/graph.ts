@@ -8,12 +8,13 @@ const { applyRope, attention, linear, mergeHeads, rmsNorm, ropeTables, silu, spl
  * Graph inputs: `inputs_embeds` [B, T, H] (the token lookup is done by the caller so image
  * features can be spliced in), `position_ids` [B, T], `attention_bias` [B, 1, T, P+T]
  * (0 or -inf-ish: causal and padding mask together), `logits_index` [N] (the positions
- * whose logits are wanted: the last one when generating, all when scoring), and per layer
+ * whose logits are wanted: the last one when generating, all when scoring), with 2-D rotary
+ * (cfg.rope2d) `position_ids_2` [B, T], and per layer
  * `past_key.i` / `past_value.i` [B, KV, P, D] (P may be 0).
  * Outputs: `logits` [B, N, V] and `present_key.i` / `present_value.i` [B, KV, P+T, D].
  */
 export const DECODER_IO = {
-  embeds: 'inputs_embeds', positions: 'position_ids', bias: 'attention_bias', logitsIndex: 'logits_index',
+  embeds: 'inputs_embeds', positions: 'position_ids', positions2: 'position_ids_2', bias: 'attention_bias', logitsIndex: 'logits_index',
   pastKey: (i: number) => `past_key.${i}`, pastValue: (i: number) => `past_value.${i}`,
   presentKey: (i: number) => `present_key.${i}`, presentValue: (i: number) => `present_value.${i}`,
   logits: 'logits',
@@ -30,6 +31,8 @@ export interface DecoderInputs {
   readonly embeds: Value;
   /** [B, T] int64. */
   readonly positionIds: Value;
+  /** [B, T] int64, the second rotary ids; required when cfg.rope2d. */
+  readonly positionIds2?: Value;
   /** Additive attention bias, broadcastable to [B, 1, T, P+T]. */
   readonly bias: Value;
   /** Per layer [B, KV, P, D] caches; omitted for training (no cache). */
@@ -49,7 +52,8 @@ export interface DecoderOutputs {
  */
 export function decoderInto(g: GraphBuilder, cfg: DecoderConfig, w: DecoderWeights, x: DecoderInputs): DecoderOutputs {
   const { numHeads, numKvHeads, headDim: D, rmsNormEps: eps } = cfg;
-  const { cos, sin } = ropeTables(g, x.positionIds, D, cfg.ropeTheta);
+  if (cfg.rope2d && !x.positionIds2) throw new Error('a 2-D rotary decoder needs positionIds2');
+  const { cos, sin } = ropeTables(g, x.positionIds, D, cfg.ropeTheta, cfg.rope2d ? x.positionIds2 : undefined);
   const present: { key: Value; value: Value }[] = [];
   let h = x.embeds;
   w.layers.forEach((layer, i) => {
@@ -82,13 +86,14 @@ export function buildDecoderGraph(cfg: DecoderConfig, w: DecoderWeights, g = new
   const io = DECODER_IO;
   const embeds = g.input(io.embeds, 'float32', ['batch', 'seq', H]);
   const positionIds = g.input(io.positions, 'int64', ['batch', 'seq']);
+  const positionIds2 = cfg.rope2d ? g.input(io.positions2, 'int64', ['batch', 'seq']) : undefined;
   const bias = g.input(io.bias, 'float32', ['batch', 1, 'seq', 'total']);
   const logitsIndex = g.input(io.logitsIndex, 'int64', ['n_logits']);
   const past = w.layers.map((_, i) => ({
     key: g.input(io.pastKey(i), 'float32', ['batch', numKvHeads, 'past', D]),
     value: g.input(io.pastValue(i), 'float32', ['batch', numKvHeads, 'past', D]),
   }));
-  const { hidden, present } = decoderInto(g, cfg, w, { embeds, positionIds, bias, past });
+  const { hidden, present } = decoderInto(g, cfg, w, { embeds, positionIds, positionIds2, bias, past });
   present.forEach((p, i) => {
     g.output(p.key, io.presentKey(i));
     g.output(p.value, io.presentValue(i));

@@ -10,3 +10,4 @@ export * from './text-generator.js';
 export * from './graph-fast.js';
 export * from './inference-weights.js';
 export * from './quantize.js';
+export * from './rope-2d.js';

@@ -34,6 +34,8 @@ export interface ForwardInput {
   readonly seq: number;
   /** [B, T] positions (HF generate: cumsum(mask) - 1). */
   readonly positionIds: readonly number[][];
+  /** [B, T] second rotary ids of a 2-D rotary model (config.rope2d; rope-2d.ts); default positionIds. */
+  readonly positionIds2?: readonly (readonly number[])[];
   /** [B, P + T]: 1 for real tokens, 0 for padding, over cached and new positions. */
   readonly attentionMask: readonly number[][];
   readonly past?: KvCache;
@@ -233,6 +235,7 @@ export class DecoderModel {
       const out = await this.forwardOnce({
         embeds, batch: B, seq: n, past,
         positionIds: input.positionIds.map((r) => r.slice(s, e)),
+        ...(input.positionIds2 ? { positionIds2: input.positionIds2.map((r) => r.slice(s, e)) } : {}),
         attentionMask: input.attentionMask.map((r) => r.slice(0, P0 + e)),
         logitsIndex: slots.length ? slots.map(([t]) => t - s) : [n - 1],
       });
@@ -262,6 +265,11 @@ export class DecoderModel {
       [io.positions]: { dtype: 'int64', dims: [B, T], data: BigInt64Array.from(input.positionIds.flat(), (p) => BigInt(p)) },
       [io.logitsIndex]: { dtype: 'int64', dims: [index.length], data: BigInt64Array.from(index, (i) => BigInt(i)) },
     };
+    if (this.config.rope2d) {
+      const second = input.positionIds2 ?? input.positionIds;
+      if (second.length !== B || second.some((r) => r.length !== T)) throw new Error(`second position ids must be ${B}x${T}`);
+      feeds[io.positions2] = { dtype: 'int64', dims: [B, T], data: BigInt64Array.from(second.flat(), (p) => BigInt(p)) };
+    }
     let out: Record<string, RunTensor>;
     if (this.attention === 'gqa') {
       this.checkGqaPositions(store, input, P);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { InputError } from '@mobillama/core';
 import {
-  DecoderModel, generateStream, loadTokenizer,
+  DecoderModel, generateStream, gridPositionIds, loadTokenizer,
   type GenerationPiece, type GenerationResult, type Tokenizer,
 } from '@mobillama/decoder';
 import { Projector } from '@mobillama/projector';
@@ -22,6 +22,8 @@ export interface PreparedPrompt {
   readonly ids: readonly number[];
   readonly embeds: Float32Array;
   readonly seq: number;
+  /** A 2-D rotary decoder's second position ids (image tokens column by column); else null. */
+  readonly positionIds2: readonly number[] | null;
 }
 
 /**
@@ -123,7 +125,7 @@ export class MobiLlamaV implements VqaModel {
     if (ids.filter((i) => i === IMAGE_TOKEN_ID).length > 1) throw new InputError('only one image per prompt is supported');
     const H = this.decoder.config.hiddenSize;
     const imageAt = ids.indexOf(IMAGE_TOKEN_ID);
-    if (imageAt < 0) return { ids, embeds: this.decoder.embed(ids), seq: ids.length };
+    if (imageAt < 0) return { ids, embeds: this.decoder.embed(ids), seq: ids.length, positionIds2: null };
     if (image === undefined) throw new InputError('the prompt has an <image> marker but no image was given');
     const features = await this.imageEmbeddings(image);
     const before = ids.slice(0, imageAt), after = ids.slice(imageAt + 1);
@@ -132,7 +134,9 @@ export class MobiLlamaV implements VqaModel {
     embeds.set(this.decoder.embed(before), 0);
     embeds.set(features, before.length * H);
     embeds.set(this.decoder.embed(after), (before.length + n) * H);
-    return { ids, embeds, seq: before.length + n + after.length };
+    const seq = before.length + n + after.length;
+    const positionIds2 = this.decoder.config.rope2d ? gridPositionIds(seq, before.length, n).second : null;
+    return { ids, embeds, seq, positionIds2 };
   }
 
   async *stream(req: AnswerRequest): AsyncGenerator<GenerationPiece, AnswerResult> {
@@ -140,7 +144,7 @@ export class MobiLlamaV implements VqaModel {
     const { text } = this.template.render(turns, { openAssistant: true, system });
     const p = await this.prepare(text, image);
     const gen = generateStream(this.decoder, this.tokenizer,
-      { embeds: p.embeds, seq: p.seq, contextIds: p.ids.filter((i) => i >= 0) },
+      { embeds: p.embeds, seq: p.seq, contextIds: p.ids.filter((i) => i >= 0), ...(p.positionIds2 ? { positionIds2: p.positionIds2 } : {}) },
       { ...req, stop: [...this.template.stop, ...(req.stop ?? [])] });
     // Answers start after "ASSISTANT:"; drop the separator space as LLaVA's outputs.strip() does.
     let started = false;
@@ -206,6 +210,7 @@ export class MobiLlamaV implements VqaModel {
     const out = await this.decoder.forward({
       embeds: p.embeds, batch: 1, seq: p.seq,
       positionIds: [Array.from({ length: p.seq }, (_, i) => i)], attentionMask: [new Array(p.seq).fill(1)],
+      ...(p.positionIds2 ? { positionIds2: [p.positionIds2] } : {}),
       logitsIndex: continuationIds.map((_, i) => p.seq - n + i - 1),
     });
     const V = this.decoder.config.vocabSize;

@@ -1,4 +1,5 @@
 import type { Feeds } from '@mobillama/core';
+import { columnMajorOffset, gridSide } from '@mobillama/decoder';
 import { IMAGE_TOKEN_ID } from '@mobillama/pipeline';
 import { IGNORE_INDEX, type TokenizedSample } from './masking.js';
 
@@ -9,7 +10,7 @@ export interface LoadedSample extends TokenizedSample {
 
 /** Graph input names of the training and eval graphs (see graph.ts). */
 export const TRAIN_IO = {
-  textIds: 'text_ids', pixels: 'pixel_values', splice: 'splice_index', positions: 'position_ids',
+  textIds: 'text_ids', pixels: 'pixel_values', splice: 'splice_index', positions: 'position_ids', positions2: 'position_ids_2',
   segments: 'segment_ids', padBias: 'pad_bias', targetIndex: 'target_index', targetIds: 'target_ids', nll: 'nll_sum',
   grad: (name: string) => `grad.${name}`,
 } as const;
@@ -36,6 +37,8 @@ export interface CollateOptions {
   readonly pixelShape: readonly [number, number, number];
   /** Spliced sequences are cut to this length, as LLaVA cuts them to tokenizer.model_max_length. */
   readonly maxLength: number;
+  /** 2-D rotary decoder (DecoderConfig.rope2d): also feed `position_ids_2`, image tokens numbered column by column. */
+  readonly rope2d?: boolean;
 }
 
 /**
@@ -53,6 +56,7 @@ export interface CollateOptions {
  */
 export function collate(samples: readonly LoadedSample[], opts: CollateOptions): MicroBatch {
   const N = opts.imageTokens;
+  const side = opts.rope2d ? gridSide(N) : 0;
   const [C, S1, S2] = opts.pixelShape;
   const perImage = C * S1 * S2;
   const B = samples.length;
@@ -94,6 +98,7 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
   const T = Math.max(1, ...rows.map((r) => r.length));
   const splice = new BigInt64Array(B * T);
   const positions = new BigInt64Array(B * T);
+  const positions2 = opts.rope2d ? new BigInt64Array(B * T) : null;
   const segments = new BigInt64Array(B * T);
   const padBias = new Float32Array(B * T);
   const targetIndex: bigint[] = [], targetIds: bigint[] = [];
@@ -108,6 +113,11 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
       const k = b * T + t;
       if (t < r.length && sg[t] !== 0 && sg[t] !== sg[t - 1]) turnStart = t;
       positions[k] = BigInt(t < r.length && sg[t] !== 0 ? prefix + t - turnStart : t);
+      if (positions2) {
+        // Image row j (of its image) keeps its block of ids but is numbered column by column.
+        const j = t < r.length && r[t] < 0 ? (-1 - r[t]) % N : -1;
+        positions2[k] = j < 0 ? positions[k] : positions[k] - BigInt(j - columnMajorOffset(j, side));
+      }
       segments[k] = BigInt(t < r.length ? sg[t] : 0);
       if (t < r.length) splice[k] = BigInt(r[t] >= 0 ? r[t] : Lt + (-1 - r[t]));
       else padBias[k] = MASKED;
@@ -128,6 +138,7 @@ export function collate(samples: readonly LoadedSample[], opts: CollateOptions):
     [TRAIN_IO.splice]: { dtype: 'int64', dims: [B, T], data: splice },
     [TRAIN_IO.positions]: { dtype: 'int64', dims: [B, T], data: positions },
     [TRAIN_IO.segments]: { dtype: 'int64', dims: [B, T], data: segments },
+    ...(positions2 ? { [TRAIN_IO.positions2]: { dtype: 'int64' as const, dims: [B, T], data: positions2 } } : {}),
     [TRAIN_IO.padBias]: { dtype: 'float32', dims: [B, 1, 1, T], data: padBias },
     [TRAIN_IO.targetIndex]: { dtype: 'int64', dims: [targetIndex.length], data: BigInt64Array.from(targetIndex) },
     [TRAIN_IO.targetIds]: { dtype: 'int64', dims: [targetIds.length], data: BigInt64Array.from(targetIds) },

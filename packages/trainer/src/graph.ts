@@ -42,7 +42,7 @@ export interface TrainGraph {
  * The training graph: the model written by its packages' own builders (clipVisionInto,
  * projectorInto, decoderInto, lmHeadInto, lowered to primitive ops) plus the generated
  * backward pass. Inputs (see collate.ts): text_ids [Lt], pixel_values [Bi, C, S, S],
- * splice_index [B, T], position_ids [B, T], segment_ids [B, T], pad_bias [B, 1, 1, T], target_index [K],
+ * splice_index [B, T], position_ids [B, T] (and position_ids_2 [B, T] for a 2-D rotary decoder), segment_ids [B, T], pad_bias [B, 1, 1, T], target_index [K],
  * target_ids [K], and every trainable weight. Outputs: nll_sum (Σ −log p over the K
  * targets) and grad.<name> = ∂ nll_sum / ∂ weight. The loop divides by the number of
  * supervised tokens of the whole optimizer step, which makes the loss the mean over all of
@@ -59,6 +59,7 @@ export function buildTrainGraph(parts: TrainModelParts, opts: TrainGraphOptions)
   const pixels = g.input(TRAIN_IO.pixels, 'float32', ['images', C, S, S]);
   const splice = g.input(TRAIN_IO.splice, 'int64', ['batch', 'seq']);
   const positionIds = g.input(TRAIN_IO.positions, 'int64', ['batch', 'seq']);
+  const positionIds2 = decoder.config.rope2d ? g.input(TRAIN_IO.positions2, 'int64', ['batch', 'seq']) : undefined;
   const segmentIds = g.input(TRAIN_IO.segments, 'int64', ['batch', 'seq']);
   const padBias = g.input(TRAIN_IO.padBias, 'float32', ['batch', 1, 1, 'seq']);
   const targetIndex = g.input(TRAIN_IO.targetIndex, 'int64', ['targets']);
@@ -79,7 +80,7 @@ export function buildTrainGraph(parts: TrainModelParts, opts: TrainGraphOptions)
   const otherTurn = g.where(g.equal(segK, g.scalar(0, 'int64')), padBias, masked);
   const visible = g.where(g.equal(segK, segQ), padBias, otherTurn);
   const bias = g.where(g.greater(k, q), masked, visible); // [B, 1, T, T]
-  const { hidden } = decoderInto(g, decoder.config, decoder.weights, { embeds, positionIds, bias });
+  const { hidden } = decoderInto(g, decoder.config, decoder.weights, { embeds, positionIds, positionIds2, bias });
 
   const rows = g.gather(g.reshape(hidden, [-1, H]), targetIndex, 0); // [K, H]
   const logits = g.unsqueeze(lmHeadInto(g, decoder.weights, rows), [0]); // [1, K, V]

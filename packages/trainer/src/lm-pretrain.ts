@@ -79,7 +79,7 @@ export async function pretrainLm(o: LmPretrainOptions): Promise<LmPretrainResult
     const embeds = g.gather(g.param(embed), ids, 0); // [B, T, H]
     // Causal + key padding (right padding, positions 0..T-1 on every row), as the trainer's graph.
     const bias = g.where(g.greater(g.unsqueeze(positionIds, [1, 2]), g.unsqueeze(positionIds, [1, 3])), g.scalar(MASKED), padBias);
-    const { hidden } = decoderInto(g, config, weights, { embeds, positionIds, bias });
+    const { hidden } = decoderInto(g, config, weights, { embeds, positionIds, positionIds2: positionIds, bias }); // text: both rotary ids equal
     const rows = g.gather(g.reshape(hidden, [-1, H]), targetIndex, 0);
     const { sum } = tokenNll(g, g.unsqueeze(lmHeadInto(g, weights, rows), [0]), g.unsqueeze(targetIds, [0]));
     const inputs = g.inputs.filter((v) => trainable.has(v.name));

@@ -142,7 +142,7 @@ async function run(
     imageFolder: cfg.imageFolder, preprocess, aspect: cfg.imageAspectRatio,
   };
   const collateOpts = {
-    imageTokens: model.imageTokens, maxLength: model.maxLength,
+    imageTokens: model.imageTokens, maxLength: model.maxLength, rope2d: model.decoder.config.rope2d,
     pixelShape: [model.vision.config.numChannels, model.vision.config.imageSize, model.vision.config.imageSize] as const,
   };
   const loadMicro = async (dataset: LlavaDataset, samples: readonly number[]): Promise<MicroBatch> =>

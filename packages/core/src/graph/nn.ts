@@ -52,12 +52,18 @@ export function activation(g: GraphBuilder, name: string, x: Value): Value {
 }
 
 /** cos/sin tables for rotary embeddings at `positionIds` [B, T] (int64): each [B, 1, T, headDim]. */
-export function ropeTables(g: GraphBuilder, positionIds: Value, headDim: number, theta: number): { cos: Value; sin: Value } {
+export function ropeTables(g: GraphBuilder, positionIds: Value, headDim: number, theta: number, secondIds?: Value): { cos: Value; sin: Value } {
   const half = headDim / 2;
   const invFreq = new Float32Array(half);
   for (let i = 0; i < half; i++) invFreq[i] = 1 / theta ** ((2 * i) / headDim);
-  const pos = g.unsqueeze(g.cast(positionIds, 'float32'), [-1]);
-  const freqs = g.mul(pos, g.constant({ dtype: 'F32', shape: [half], data: invFreq }));
+  const angles = (ids: Value, f: Float32Array) => g.mul(g.unsqueeze(g.cast(ids, 'float32'), [-1]), g.constant({ dtype: 'F32', shape: [half], data: f }));
+  let freqs: Value;
+  if (secondIds) {
+    // 2-D rotary: even frequency pairs turn by positionIds, odd ones by secondIds. Each angle is
+    // one product plus an exact zero, so a token with equal ids gets LLaMA's angles bit for bit.
+    const even = invFreq.map((f, i) => (i % 2 === 0 ? f : 0)), odd = invFreq.map((f, i) => (i % 2 === 1 ? f : 0));
+    freqs = g.add(angles(positionIds, even), angles(secondIds, odd));
+  } else freqs = angles(positionIds, invFreq);
   const emb = g.unsqueeze(g.concat([freqs, freqs], -1), [1]);
   return { cos: g.cos(emb), sin: g.sin(emb) };
 }

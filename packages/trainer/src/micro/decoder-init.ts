@@ -19,6 +19,8 @@ export interface MicroDecoderConfig {
   readonly vocab: number;
   readonly maxPositions: number;
   readonly initializerRange?: number;
+  /** 2-D rotary positions for image tokens (config.json `rope_2d`; decoder/src/rope-2d.ts). */
+  readonly rope2d?: boolean;
 }
 
 /** config.json of a MobiLlama (model_type llama, as the published one). */
@@ -29,6 +31,7 @@ export function microDecoderConfigJson(c: MicroDecoderConfig): Record<string, un
     max_position_embeddings: c.maxPositions, model_type: 'llama', num_attention_heads: c.heads, num_hidden_layers: c.layers,
     num_key_value_heads: c.heads, pretraining_tp: 1, rms_norm_eps: 1e-5, rope_scaling: null, rope_theta: 10000.0,
     tie_word_embeddings: false, torch_dtype: 'float32', transformers_version: '4.36.1', use_cache: true, vocab_size: c.vocab,
+    ...(c.rope2d ? { rope_2d: true } : {}),
   };
 }
 
