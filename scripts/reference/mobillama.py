@@ -140,10 +140,16 @@ def rotate_half(x):
 
 
 def rope_cos_sin(position_ids, head_dim, theta, dtype):
-    """cos, sin of shape [B, 1, S, head_dim] for integer position_ids [B, S]."""
+    """cos, sin of shape [B, 1, S, head_dim] for integer position_ids [B, S], or [2, B, S] for
+    2-D rotary (config rope_2d, ours): frequency pair i turns by position_ids[i % 2]."""
     acc = torch.promote_types(dtype, torch.float32)
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=acc) / head_dim))
-    freqs = position_ids.to(acc)[..., None] * inv_freq  # [B, S, d/2]
+    if position_ids.dim() == 3:
+        per_axis = [position_ids[a].to(acc)[..., None] * inv_freq for a in range(2)]  # 2 x [B, S, d/2]
+        odd = torch.arange(head_dim // 2) % 2 == 1
+        freqs = torch.where(odd, per_axis[1], per_axis[0])
+    else:
+        freqs = position_ids.to(acc)[..., None] * inv_freq  # [B, S, d/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
 
@@ -274,6 +280,8 @@ class LlamaModel(nn.Module):
         device = inputs_embeds.device
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + seq_len, dtype=torch.long, device=device)[None].expand(bsz, seq_len)
+        elif position_ids.dim() == 3:  # 2-D rotary: [2, B, S]
+            position_ids = position_ids.long()
         else:
             position_ids = position_ids.view(-1, seq_len).long()
         if attention_mask is None:

@@ -56,6 +56,21 @@ describe('collate', () => {
     expect(nums(g[TRAIN_IO.segments].data as BigInt64Array)).toEqual([0, 0, 0]);
   });
 
+  it('2-D rotary: position_ids_2 numbers each image\'s 2 × 2 grid column by column, text as position_ids', () => {
+    const o = { ...opts, imageTokens: 4, rope2d: true };
+    const a: LoadedSample = { id: 'a', ids: [1, IMAGE_TOKEN_ID, 10, 11], labels: [I, I, 10, 11], image: 'a.png', pixels: px(1) };
+    const b: LoadedSample = {
+      id: 'b', ids: [1, 2, IMAGE_TOKEN_ID, 10, 20, 21], labels: [I, I, I, 10, 21, 21], image: 'b.png', pixels: px(2), segments: [0, 0, 0, 1, 2, 2],
+    };
+    const f = collate([a, b], o).feeds;
+    // a: BOS, grid at 1..4 (row-major 1 2 3 4 → column-major 1 3 2 4), text 5, 6, then padding.
+    // b: BOS, 2, grid at 2..5, turn 1 at 6, turn 2 at 6, 7 (independent turns restart after the prefix).
+    expect(nums(f[TRAIN_IO.positions].data as BigInt64Array)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4, 5, 6, 6, 7]);
+    expect(nums(f[TRAIN_IO.positions2].data as BigInt64Array)).toEqual([0, 1, 3, 2, 4, 5, 6, 7, 8, 0, 1, 2, 4, 3, 5, 6, 6, 7]);
+    expect(collate([a], opts).feeds[TRAIN_IO.positions2]).toBeUndefined();
+    expect(() => collate([a], { ...opts, rope2d: true })).toThrow(/square grid/);
+  });
+
   it('refuses a marker without pixels', () => {
     expect(() => collate([{ id: 'x', ids: [1, IMAGE_TOKEN_ID], labels: [I, I], image: 'x', pixels: null }], opts)).toThrow(/sample x/);
   });
