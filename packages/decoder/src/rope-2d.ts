@@ -6,8 +6,8 @@ import { ConfigError } from '@mobillama/core';
 // sequence, as LLaVA splices them) is numbered row by row in the first id and column by
 // column in the second: both are the same block of ids, so the text after the image goes on
 // from start + rows·cols in both, and a token's ids tell its row and its column. (With one
-// row-major id the column is only its remainder, which attention over 64 patches did not
-// learn to read: models/README, "Position in the features is not enough".)
+// row-major id the column is only its remainder: the micro decoder learned left/right
+// comparisons with these ids and not with LLaVA's; models/README, "2-D rotary positions".)
 
 /** The side of a square grid of `tokens` image tokens; refuses other counts. */
 export function gridSide(tokens: number): number {
