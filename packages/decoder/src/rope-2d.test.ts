@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createSession, exportOnnx, openSafetensors, type HostTensor, type RunTensor } from '@mobillama/core';
 import { DECODER_IO, buildDecoderGraph } from './graph.js';
 import { DecoderModel, attentionBias } from './model.js';
-import { columnMajorOffset, gridPositionIds, gridSide } from './rope-2d.js';
+import { columnMajorOffset, gridSecondPositionIds, gridSide } from './rope-2d.js';
 import { loadDecoder } from './weights.js';
 
 // The 2-D rotary decoder against the PyTorch reference (scripts/reference/make_rope2d_fixtures.py):
@@ -33,9 +33,8 @@ describe('grid position ids', () => {
     expect(gridSide(64)).toBe(8);
     expect(() => gridSide(65)).toThrow(/square grid/);
     expect([0, 1, 2, 3, 4, 5, 6, 7, 8].map((j) => columnMajorOffset(j, 3))).toEqual([0, 3, 6, 1, 4, 7, 2, 5, 8]);
-    const { first, second } = gridPositionIds(2 + 4 + 1, 2, 4);
-    expect(first).toEqual([0, 1, 2, 3, 4, 5, 6]);
-    expect(second).toEqual([0, 1, 2, 4, 3, 5, 6]);
+    expect(gridSecondPositionIds(2 + 4 + 1, 2, 4)).toEqual([0, 1, 2, 4, 3, 5, 6]);
+    expect(gridSecondPositionIds(4, 2, 4)).toEqual([0, 1, 2, 4]); // a grid cut off by the sequence end
   });
 });
 
@@ -45,7 +44,7 @@ describe('2-D rotary decoder against the PyTorch reference', () => {
     const S = g.embeds.shape[1];
     const ids = Array.from(g.position_ids.data as BigInt64Array, Number);
     const first = ids.slice(0, S), second = ids.slice(S);
-    expect(second).toEqual(gridPositionIds(S, 4, 16).second);
+    expect(second).toEqual(gridSecondPositionIds(S, 4, 16));
     for (const attention of ['capacity', 'auto'] as const) {
       const model = await DecoderModel.load(DIR, { threads: 1, attention });
       expect(model.config.rope2d).toBe(true);

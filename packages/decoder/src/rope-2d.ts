@@ -22,13 +22,13 @@ export function columnMajorOffset(j: number, side: number): number {
 }
 
 /**
- * Both position ids of a sequence of `seq` tokens with a square grid of `gridTokens` image
- * tokens starting at `gridStart` (ids 0, 1, 2, … elsewhere).
+ * The second position ids of a sequence of `seq` tokens with a square grid of `gridTokens`
+ * image tokens starting at `gridStart`: 0, 1, 2, … with the grid numbered column by column.
+ * (The first ids are 0, 1, 2, … throughout.)
  */
-export function gridPositionIds(seq: number, gridStart: number, gridTokens: number): { first: number[]; second: number[] } {
+export function gridSecondPositionIds(seq: number, gridStart: number, gridTokens: number): number[] {
   const side = gridSide(gridTokens);
-  const first = Array.from({ length: seq }, (_, i) => i);
-  const second = first.slice();
+  const second = Array.from({ length: seq }, (_, i) => i);
   for (let j = 0; j < gridTokens && gridStart + j < seq; j++) second[gridStart + j] = gridStart + columnMajorOffset(j, side);
-  return { first, second };
+  return second;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { InputError } from '@mobillama/core';
 import {
-  DecoderModel, generateStream, gridPositionIds, loadTokenizer,
+  DecoderModel, generateStream, gridSecondPositionIds, loadTokenizer,
   type GenerationPiece, type GenerationResult, type Tokenizer,
 } from '@mobillama/decoder';
 import { Projector } from '@mobillama/projector';
@@ -135,7 +135,7 @@ export class MobiLlamaV implements VqaModel {
     embeds.set(features, before.length * H);
     embeds.set(this.decoder.embed(after), (before.length + n) * H);
     const seq = before.length + n + after.length;
-    const positionIds2 = this.decoder.config.rope2d ? gridPositionIds(seq, before.length, n).second : null;
+    const positionIds2 = this.decoder.config.rope2d ? gridSecondPositionIds(seq, before.length, n) : null;
     return { ids, embeds, seq, positionIds2 };
   }
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
-import { gridPositionIds } from '@mobillama/decoder';
+import { gridSecondPositionIds } from '@mobillama/decoder';
 import { MobiLlamaV } from './mobillama-v.js';
 import { tokenizeWithImage } from './image-tokens.js';
 
@@ -33,7 +33,7 @@ it('prepareIds gives the image grid its column-by-column ids', async () => {
   const ids = tokenizeWithImage(m.tokenizer, PROMPT);
   const at = ids.indexOf(-200);
   const p = await m.prepareIds(ids, IMAGE);
-  expect(p.positionIds2).toEqual(gridPositionIds(p.seq, at, 16).second);
+  expect(p.positionIds2).toEqual(gridSecondPositionIds(p.seq, at, 16));
   expect(p.positionIds2![at + 1]).toBe(at + 4); // row 0, column 1
   expect((await m.prepareIds(m.tokenizer.encode('USER: hi'))).positionIds2).toBeNull();
 });
@@ -66,7 +66,7 @@ it('score and answer run the decoder with those ids', async () => {
   // The grid's first token (row 0, column 0) has equal ids; the second differs.
   const at = prefill.positionIds[0].findIndex((_, i) => prefill.positionIds2![0][i] !== i) - 1;
   expect(at).toBeGreaterThan(0);
-  expect(prefill.positionIds2![0]).toEqual(gridPositionIds(prefill.seq, at, 16).second);
+  expect(prefill.positionIds2![0]).toEqual(gridSecondPositionIds(prefill.seq, at, 16));
   expect(step.positionIds).toEqual([[prefill.seq]]);
   expect(step.positionIds2).toBeUndefined();
 });
