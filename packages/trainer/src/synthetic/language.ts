@@ -115,7 +115,18 @@ const askExists: Asker = (scene, rng, vocab) => {
   return { type: 'exists', question: `Is there ${article(color)} ${color} ${kind}?`, answer: answer(has(kind, color) ? 'yes' : 'no') };
 };
 
-const askPosition: Asker = (scene, rng) => {
+export interface PositionQuestionOptions {
+  /** Only this axis: 'x' left/right, 'y' above/below (default: either, where the pair allows both). */
+  readonly axis?: 'x' | 'y';
+  /** Only this form (default: either-or or yes/no at even odds). */
+  readonly form?: 'either-or' | 'yes-no';
+}
+
+/**
+ * A relative-position question about two shapes that can be named and are apart on the axis
+ * asked. With no options the random draws are those of the dataset's position questions.
+ */
+export function askPositionQuestion(scene: Scene, rng: Random, options: PositionQuestionOptions = {}): QaPair | null {
   const pairs: { a: string; b: string; sa: SceneShape; sb: SceneShape; axes: ('x' | 'y')[] }[] = [];
   for (const sa of scene.shapes) {
     for (const sb of scene.shapes) {
@@ -125,14 +136,16 @@ const askPosition: Asker = (scene, rng) => {
       const axes: ('x' | 'y')[] = [];
       if (isLeftOf(sa, sb) || isLeftOf(sb, sa)) axes.push('x');
       if (isAbove(sa, sb) || isAbove(sb, sa)) axes.push('y');
-      if (axes.length > 0) pairs.push({ a, b, sa, sb, axes });
+      if (options.axis !== undefined) {
+        if (axes.includes(options.axis)) pairs.push({ a, b, sa, sb, axes: [options.axis] });
+      } else if (axes.length > 0) pairs.push({ a, b, sa, sb, axes });
     }
   }
   if (pairs.length === 0) return null;
   const { a, b, sa, sb, axes } = rng.pick(pairs);
   const axis = rng.pick(axes);
   const first = axis === 'x' ? isLeftOf(sa, sb) : isAbove(sa, sb);
-  if (rng.chance(0.5)) {
+  if (options.form === undefined ? rng.chance(0.5) : options.form === 'either-or') {
     // Either-or form: the answer is the relation's word.
     return axis === 'x'
       ? { type: 'position', question: `Is ${a} to the left or to the right of ${b}?`, answer: answer(first ? 'left' : 'right') }
@@ -142,7 +155,9 @@ const askPosition: Asker = (scene, rng) => {
   const askFirst = rng.chance(0.5);
   const rel = axis === 'x' ? (askFirst ? 'to the left of' : 'to the right of') : askFirst ? 'above' : 'below';
   return { type: 'position', question: `Is ${a} ${rel} ${b}?`, answer: answer(askFirst === first ? 'yes' : 'no') };
-};
+}
+
+const askPosition: Asker = (scene, rng) => askPositionQuestion(scene, rng);
 
 const askDescribe: Asker = (scene, rng) => ({
   type: 'describe',

@@ -1,6 +1,6 @@
 import { open, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { QA_TYPES, TypeBalancer, caption, questionsFor, type QaPair, type QaType } from './language.js';
+import { QA_TYPES, TypeBalancer, askPositionQuestion, caption, questionsFor, type PositionQuestionOptions, type QaPair, type QaType } from './language.js';
 import type { LlavaEntry } from './llava-format.js';
 import { Random } from './random.js';
 import { renderPng } from './render.js';
@@ -87,10 +87,29 @@ export interface QaEntry extends LlavaEntry {
 
 /** LLaVA instruct entries, one question each, with our `type` field. */
 export function qaEntries(s: ShapesSample): QaEntry[] {
-  return s.qa.map((q, j) => ({
-    id: `${s.id}-${j}`, image: s.image, type: q.type,
-    conversations: [{ from: 'human', value: `<image>\n${q.question}` }, { from: 'gpt', value: q.answer }],
-  }));
+  return s.qa.map((q, j) => qaEntry(`${s.id}-${j}`, s.image, q));
+}
+
+function qaEntry(id: string, image: string, q: QaPair): QaEntry {
+  return { id, image, type: q.type, conversations: [{ from: 'human', value: `<image>\n${q.question}` }, { from: 'gpt', value: q.answer }] };
+}
+
+/** A scene as `scenes.json` holds it: with the sample's id and image file. */
+export type SceneRecord = Scene & { readonly id: string; readonly image: string };
+
+/**
+ * One relative-position question per scene that has one, from its own seeded stream: a drill
+ * set of one axis or one form (`PositionQuestionOptions`) over images already written.
+ */
+export function positionQuestionEntries(scenes: readonly SceneRecord[], seed: number, options: PositionQuestionOptions = {}): QaEntry[] {
+  const rng = new Random(seed);
+  const out: QaEntry[] = [];
+  for (const s of scenes) {
+    const q = askPositionQuestion(s, rng, options);
+    if (q === null) continue;
+    out.push(qaEntry(`${s.id}-position`, s.image, q));
+  }
+  return out;
 }
 
 export interface WriteShapesOptions extends ShapesOptions {

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  COLORS, COLOR_NAMES, QA_TYPES, SHAPE_KINDS, conversationsPerImage, llavaFormatProblems, nearestColor, numberWord, plural, shapesSamples,
-  writeShapesDataset, type ColorName, type QaEntry, type Scene, type SceneShape, type ShapeKind, type ShapesSample,
+  COLORS, COLOR_NAMES, QA_TYPES, SHAPE_KINDS, conversationsPerImage, llavaFormatProblems, nearestColor, numberWord, plural, positionQuestionEntries, shapesSamples,
+  writeShapesDataset, type ColorName, type QaEntry, type Scene, type SceneRecord, type SceneShape, type ShapeKind, type ShapesSample,
 } from './index.js';
 
 async function dataset(seed: number, count: number, extra: { size?: number } = {}): Promise<string> {
@@ -226,6 +226,39 @@ describe('synthetic shapes data', () => {
     for (const c of COLOR_NAMES) expect(answers).toContain(`${c[0].toUpperCase()}${c.slice(1)}.`);
     for (const k of SHAPE_KINDS) expect(answers).toContain(`${k[0].toUpperCase()}${k.slice(1)}.`);
     expect(Object.keys(COLORS).length).toBeGreaterThanOrEqual(8);
+  });
+
+  it('drill sets: position questions of one axis and one form, correct, from their own seed', () => {
+    const scenes: SceneRecord[] = [...shapesSamples({ seed: 31, count: 400, qaPerImage: 0 })].map((s) => ({ id: s.id, image: s.image, ...s.scene }));
+    const byScene = new Map(scenes.map((s) => [s.image, s]));
+    const forms = {
+      'x either-or': /^Is the .+ to the left or to the right of the .+\?$/, 'y either-or': /^Is the .+ above or below the .+\?$/,
+      'x yes-no': /^Is the .+ to the (left|right) of the .+\?$/, 'y yes-no': /^Is the .+ (above|below) the .+\?$/,
+    } as const;
+    for (const axis of ['x', 'y'] as const) {
+      for (const form of ['either-or', 'yes-no'] as const) {
+        const qa = positionQuestionEntries(scenes, 7, { axis, form });
+        expect(llavaFormatProblems(qa)).toEqual([]);
+        // Every scene with two nameable shapes apart on the axis gets one; a one-shape scene none.
+        expect(qa.length).toBeGreaterThan(150);
+        expect(qa.length).toBeLessThan(scenes.length);
+        const answers = new Set<string>();
+        for (const e of qa) {
+          const q = e.conversations[0].value.replace('<image>\n', '');
+          expect(q, `${axis} ${form}`).toMatch(forms[`${axis} ${form}`]);
+          if (form === 'yes-no') expect(q).not.toMatch(/ or /);
+          expect(e.conversations[1].value, q).toBe(expectedAnswer(byScene.get(e.image)!, 'position', q));
+          answers.add(e.conversations[1].value);
+        }
+        expect([...answers].sort()).toEqual(form === 'yes-no' ? ['No.', 'Yes.'] : axis === 'x' ? ['Left.', 'Right.'] : ['Above.', 'Below.']);
+      }
+    }
+    // No options: both axes and both forms, as in the dataset; the seed decides, not the call.
+    const mixed = positionQuestionEntries(scenes, 7);
+    expect(positionQuestionEntries(scenes, 7)).toEqual(mixed);
+    expect(positionQuestionEntries(scenes, 8)).not.toEqual(mixed);
+    const kinds = new Set(mixed.map((e) => `${/left|right/.test(e.conversations[0].value) ? 'x' : 'y'}${/ or /.test(e.conversations[0].value) ? 'eo' : 'yn'}`));
+    expect([...kinds].sort()).toEqual(['xeo', 'xyn', 'yeo', 'yyn']);
   });
 
   it('writes valid LLaVA JSON: pretrain captions and typed instruct questions', async () => {
