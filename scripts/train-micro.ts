@@ -8,7 +8,9 @@
  *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
  *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, an image's questions as independent turns (trainer `train()`)
- *   6. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
+ *   6. drill     relative position alone: either-or left/right, then above/below, then both forms (trainer `train()`)
+ *   7. recover   stage 2's data again, briefly, from the drilled model (trainer `train()`)
+ *   8. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
  * run continues where it stopped, stage 2 from its last checkpoint unless a stage before it
@@ -27,7 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { evaluate, MobiLlamaV, type EvalReport } from '@mobillama/pipeline';
 import { train } from '../packages/trainer/src/index.js';
-import { conversationsPerImage, writeShapesDataset, type LlavaEntry } from '../packages/trainer/src/synthetic/index.js';
+import { conversationsPerImage, positionQuestionEntries, writeShapesDataset, type LlavaEntry, type SceneRecord } from '../packages/trainer/src/synthetic/index.js';
 import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
 import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
 import { pretrainClip } from '../packages/trainer/src/micro/clip-pretrain.js';
@@ -166,12 +168,49 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
   };
 });
 
-// 6. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------
+// 6. Position drill from stage 2's model: projector + decoder on relative position alone -----
+await stage('drill', P('drill', 'DONE'), async () => {
+  await rm(P('drill'), { recursive: true, force: true });
+  await mkdir(P('drill'), { recursive: true });
+  const scenes = (JSON.parse(await readFile(P('data', 'train', 'scenes.json'), 'utf8')) as SceneRecord[]).slice(0, R.drill.images);
+  let decoder = P('stage2', 'decoder'), projector = P('stage2', 'mm_projector.safetensors');
+  const phases: Record<string, unknown>[] = [];
+  for (const [i, phase] of R.drill.phases.entries()) {
+    const questions = positionQuestionEntries(scenes, R.drill.seed + i, phase.questions);
+    const data = P('drill', `${phase.name}.json`);
+    await writeFile(data, `${JSON.stringify(questions)}\n`);
+    const r = await train({
+      stage: 'finetune', vision: P('clip'), decoder, projector, data, imageFolder: P('data', 'train', 'images'), output: P('drill', phase.name),
+      batchSize: R.drill.batchSize, maxSteps: phase.steps, learningRate: R.drill.learningRate, lrScheduler: 'constant', warmupRatio: 0.03,
+      saveSteps: 0, seed: R.drill.seed + i, threads: THREADS,
+    }, stepLog(`drill ${phase.name}`, phase.steps, 100));
+    decoder = P('drill', phase.name, 'decoder');
+    projector = P('drill', phase.name, 'mm_projector.safetensors');
+    phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) });
+  }
+  return { phases };
+});
+
+const drilled = P('drill', R.drill.phases[R.drill.phases.length - 1].name);
+
+// 7. Recovery: stage 2's conversations again, from the drilled model ----------------------------
+await stage('recover', P('recover', 'DONE'), async () => {
+  await rm(P('recover'), { recursive: true, force: true });
+  const r = await train({
+    stage: 'finetune', vision: P('clip'), decoder: join(drilled, 'decoder'), projector: join(drilled, 'mm_projector.safetensors'),
+    data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('recover'),
+    batchSize: R.recover.batchSize, maxSteps: R.recover.steps, learningRate: R.recover.learningRate, warmupRatio: 0.03,
+    saveSteps: 0, seed: R.recover.seed, threads: THREADS,
+  }, stepLog('recover', R.recover.steps, 100));
+  return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+});
+
+// 8. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------
 await stage('ship', P('SHIPPED'), async () => {
   const tmp = `${OUT}.partial`;
   await rm(tmp, { recursive: true, force: true });
   await assembleMicroModel({
-    decoder: P('stage2', 'decoder'), projector: P('stage2', 'mm_projector.safetensors'), clip: P('clip'), out: tmp, convTemplate: 'vicuna_v1',
+    decoder: P('recover', 'decoder'), projector: P('recover', 'mm_projector.safetensors'), clip: P('clip'), out: tmp, convTemplate: 'vicuna_v1',
   });
   const t0 = performance.now();
   const m = await MobiLlamaV.load({ model: tmp, threads: THREADS });

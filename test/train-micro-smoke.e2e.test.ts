@@ -1,0 +1,56 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT } from './cli-helpers.js';
+
+// `pnpm train:micro --smoke`: every stage of the recipe that trains the shipped model, at toy
+// scale (seconds), so the script cannot rot between the (hours-long) real runs.
+
+function trainMicro(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'train-micro.ts'), ...args], {
+      cwd: ROOT, env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
+    });
+    let stderr = '';
+    child.stdout.resume();
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+    child.stdin.end();
+  });
+}
+
+interface PositionEntry { image: string; conversations: { value: string }[] }
+
+let dir = '';
+afterAll(async () => { if (dir) await rm(dir, { recursive: true, force: true }); });
+
+describe('scripts/train-micro.ts --smoke', () => {
+  it('runs every stage, drills position per axis, and ships a loadable model folder', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'train-micro-'));
+    const work = join(dir, 'work'), out = join(dir, 'model');
+    const r = await trainMicro(['--smoke', '--work', work, '--out', out, '--threads', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const s of ['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover', 'ship']) expect(r.stderr).toContain(`[${s}] `);
+    for (const f of ['config.json', 'model.safetensors', 'mm_projector.safetensors', 'clip/config.json', 'training.json', 'heldout/data.json']) {
+      expect(existsSync(join(out, f)), f).toBe(true);
+    }
+    const training = JSON.parse(await readFile(join(out, 'training.json'), 'utf8')) as {
+      stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d: boolean } };
+    };
+    expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover']); // written while shipping
+    expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right', 'above-below', 'both']);
+    expect(training.recipe.decoder.rope2d).toBe(true);
+    expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).rope_2d).toBe(true);
+    // The drill sets ask what their phase says, about the train split's images.
+    const lr = JSON.parse(await readFile(join(work, 'drill', 'left-right.json'), 'utf8')) as PositionEntry[];
+    const ab = JSON.parse(await readFile(join(work, 'drill', 'above-below.json'), 'utf8')) as PositionEntry[];
+    expect(lr.length).toBeGreaterThan(0);
+    for (const e of lr) expect(e.conversations[1].value).toMatch(/^(Left|Right)\.$/);
+    for (const e of ab) expect(e.conversations[1].value).toMatch(/^(Above|Below)\.$/);
+    for (const e of [...lr, ...ab]) expect(existsSync(join(work, 'data', 'train', 'images', e.image)), e.image).toBe(true);
+  }, 180_000);
+});
