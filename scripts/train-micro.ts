@@ -8,7 +8,7 @@
  *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
  *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, an image's questions as independent turns (trainer `train()`)
- *   6. drill     relative position alone: either-or left/right, then above/below, then both forms (trainer `train()`)
+ *   6. drill     relative position alone: either-or left/right (two shapes first), then above/below, then both forms (trainer `train()`)
  *   7. recover   stage 2's data again, briefly, from the drilled model (trainer `train()`)
  *   8. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
@@ -176,7 +176,7 @@ await stage('drill', P('drill', 'DONE'), async () => {
   let decoder = P('stage2', 'decoder'), projector = P('stage2', 'mm_projector.safetensors');
   const phases: Record<string, unknown>[] = [];
   for (const [i, phase] of R.drill.phases.entries()) {
-    const questions = positionQuestionEntries(scenes, R.drill.seed + i, phase.questions);
+    const questions = positionQuestionEntries(scenes.filter((s) => s.shapes.length <= phase.maxShapes), R.drill.seed + i, phase.questions);
     const data = P('drill', `${phase.name}.json`);
     await writeFile(data, `${JSON.stringify(questions)}\n`);
     const r = await train({
