@@ -42,15 +42,15 @@ describe('scripts/train-micro.ts --smoke', () => {
       stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d: boolean } };
     };
     expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover']); // written while shipping
-    expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'above-below', 'both']);
+    expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'either-or-2', 'either-or', 'both']);
     expect(training.recipe.decoder.rope2d).toBe(true);
     expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).rope_2d).toBe(true);
     // The drill sets ask what their phase says, about the train split's images.
     const lr = JSON.parse(await readFile(join(work, 'drill', 'left-right.json'), 'utf8')) as PositionEntry[];
-    const ab = JSON.parse(await readFile(join(work, 'drill', 'above-below.json'), 'utf8')) as PositionEntry[];
+    const eo = JSON.parse(await readFile(join(work, 'drill', 'either-or.json'), 'utf8')) as PositionEntry[];
     expect(lr.length).toBeGreaterThan(0);
     for (const e of lr) expect(e.conversations[1].value).toMatch(/^(Left|Right)\.$/);
-    for (const e of ab) expect(e.conversations[1].value).toMatch(/^(Above|Below)\.$/);
-    for (const e of [...lr, ...ab]) expect(existsSync(join(work, 'data', 'train', 'images', e.image)), e.image).toBe(true);
+    for (const e of eo) expect(e.conversations[1].value).toMatch(/^(Left|Right|Above|Below)\.$/);
+    for (const e of [...lr, ...eo]) expect(existsSync(join(work, 'data', 'train', 'images', e.image)), e.image).toBe(true);
   }, 180_000);
 });
