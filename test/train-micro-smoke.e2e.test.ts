@@ -42,7 +42,7 @@ describe('scripts/train-micro.ts --smoke', () => {
       stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d: boolean } };
     };
     expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover']); // written while shipping
-    expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'either-or-2', 'either-or', 'both']);
+    expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'either-or', 'both']);
     expect(training.recipe.decoder.rope2d).toBe(true);
     expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).rope_2d).toBe(true);
     // The drill sets ask what their phase says, about the train split's images.
