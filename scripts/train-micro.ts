@@ -8,8 +8,8 @@
  *   3. lm        micro MobiLlama (one shared FFN, LLaMA tokenizer), causal-LM pretraining on the text
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
  *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, an image's questions as independent turns (trainer `train()`)
- *   6. drill     relative position alone: either-or left/right (two shapes first), then above/below, then both forms (trainer `train()`)
- *   7. recover   stage 2's data again, briefly, from the drilled model (trainer `train()`)
+ *   6. drill     (--position-drill only) relative position alone: either-or left/right (two shapes first), then above/below, then both forms
+ *   7. recover   (--position-drill only) stage 2's data again, briefly, from the drilled model
  *   8. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
@@ -17,9 +17,11 @@
  * had to run again (`--fresh` starts over). Timings and the eval report land in
  * .tmp/micro/report.json and models/mobillama-v-micro/training.json.
  *
- *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke]
+ *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke] [--position-drill]
  *
  * --smoke runs every stage at toy scale (seconds; the model is useless), for checking the pipeline.
+ * --position-drill trains the recipe variant with 2-D rotary positions and the position drill
+ * (MICRO_POSITION_RECIPE; work in .tmp/micro-position); the shipped model is the plain recipe.
  */
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -34,20 +36,22 @@ import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
 import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
 import { pretrainClip } from '../packages/trainer/src/micro/clip-pretrain.js';
 import { writeMicroDecoder } from '../packages/trainer/src/micro/decoder-init.js';
-import { MICRO_RECIPE, MICRO_SMOKE_RECIPE, lmDocuments } from '../packages/trainer/src/micro/recipe.js';
+import { MICRO_POSITION_RECIPE, MICRO_POSITION_SMOKE_RECIPE, MICRO_RECIPE, MICRO_SMOKE_RECIPE, lmDocuments } from '../packages/trainer/src/micro/recipe.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values: args } = parseArgs({
   options: {
     fresh: { type: 'boolean', default: false },
-    work: { type: 'string', default: join(ROOT, '.tmp/micro') },
+    work: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'models/mobillama-v-micro') },
     threads: { type: 'string', default: '2' },
     smoke: { type: 'boolean', default: false },
+    'position-drill': { type: 'boolean', default: false },
   },
 });
-const R = args.smoke ? MICRO_SMOKE_RECIPE : MICRO_RECIPE;
-const WORK = resolve(args.work!);
+const drillRecipe = args['position-drill'];
+const R = args.smoke ? (drillRecipe ? MICRO_POSITION_SMOKE_RECIPE : MICRO_SMOKE_RECIPE) : drillRecipe ? MICRO_POSITION_RECIPE : MICRO_RECIPE;
+const WORK = resolve(args.work ?? join(ROOT, drillRecipe ? '.tmp/micro-position' : '.tmp/micro'));
 const OUT = resolve(args.out!);
 const THREADS = Number(args.threads);
 const P = (...p: string[]) => join(WORK, ...p);
@@ -168,49 +172,55 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
   };
 });
 
-// 6. Position drill from stage 2's model: projector + decoder on relative position alone -----
-await stage('drill', P('drill', 'DONE'), async () => {
-  await rm(P('drill'), { recursive: true, force: true });
-  await mkdir(P('drill'), { recursive: true });
-  const scenes = (JSON.parse(await readFile(P('data', 'train', 'scenes.json'), 'utf8')) as SceneRecord[]).slice(0, R.drill.images);
-  let decoder = P('stage2', 'decoder'), projector = P('stage2', 'mm_projector.safetensors');
-  const phases: Record<string, unknown>[] = [];
-  for (const [i, phase] of R.drill.phases.entries()) {
-    const questions = positionQuestionEntries(scenes.filter((s) => s.shapes.length <= phase.maxShapes), R.drill.seed + i, phase.questions);
-    const data = P('drill', `${phase.name}.json`);
-    await writeFile(data, `${JSON.stringify(questions)}\n`);
+// 6–7. Position drill from stage 2's model, then recovery (MICRO_POSITION_RECIPE only) -----
+const D = R.positionDrill;
+let final = P('stage2');
+if (D) {
+  await stage('drill', P('drill', 'DONE'), async () => {
+    await rm(P('drill'), { recursive: true, force: true });
+    await mkdir(P('drill'), { recursive: true });
+    const scenes = (JSON.parse(await readFile(P('data', 'train', 'scenes.json'), 'utf8')) as SceneRecord[]).slice(0, D.images);
+    let from = P('stage2');
+    const phases: Record<string, unknown>[] = [];
+    for (const [i, phase] of D.phases.entries()) {
+      const questions = positionQuestionEntries(scenes.filter((s) => s.shapes.length <= phase.maxShapes), D.seed + i, phase.questions);
+      const data = P('drill', `${phase.name}.json`);
+      await writeFile(data, `${JSON.stringify(questions)}\n`);
+      const until = phase.untilLoss;
+      const r = await train({
+        stage: 'finetune', vision: P('clip'), decoder: join(from, 'decoder'), projector: join(from, 'mm_projector.safetensors'), data,
+        imageFolder: P('data', 'train', 'images'), output: P('drill', phase.name), batchSize: D.batchSize, maxSteps: phase.steps,
+        learningRate: D.learningRate, lrScheduler: 'constant', warmupRatio: 0.03, saveSteps: 0, seed: D.seed + i, threads: THREADS,
+      }, {
+        ...stepLog(`drill ${phase.name}`, phase.steps, 100),
+        shouldStop: (_rec, records) => until !== undefined && records.length >= 50 && mean(records.slice(-50).map((x) => x.loss)) < until,
+      });
+      from = P('drill', phase.name);
+      phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-50).map((x) => x.loss)) });
+      log(`  drill ${phase.name}: ${r.steps} steps, mean loss of the last 50 ${mean(r.records.slice(-50).map((x) => x.loss)).toFixed(4)}`);
+    }
+    return { phases };
+  });
+  const drilled = P('drill', D.phases[D.phases.length - 1].name);
+  await stage('recover', P('recover', 'DONE'), async () => {
+    await rm(P('recover'), { recursive: true, force: true });
     const r = await train({
-      stage: 'finetune', vision: P('clip'), decoder, projector, data, imageFolder: P('data', 'train', 'images'), output: P('drill', phase.name),
-      batchSize: R.drill.batchSize, maxSteps: phase.steps, learningRate: R.drill.learningRate, lrScheduler: 'constant', warmupRatio: 0.03,
-      saveSteps: 0, seed: R.drill.seed + i, threads: THREADS,
-    }, stepLog(`drill ${phase.name}`, phase.steps, 100));
-    decoder = P('drill', phase.name, 'decoder');
-    projector = P('drill', phase.name, 'mm_projector.safetensors');
-    phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) });
-  }
-  return { phases };
-});
-
-const drilled = P('drill', R.drill.phases[R.drill.phases.length - 1].name);
-
-// 7. Recovery: stage 2's conversations again, from the drilled model ----------------------------
-await stage('recover', P('recover', 'DONE'), async () => {
-  await rm(P('recover'), { recursive: true, force: true });
-  const r = await train({
-    stage: 'finetune', vision: P('clip'), decoder: join(drilled, 'decoder'), projector: join(drilled, 'mm_projector.safetensors'),
-    data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('recover'),
-    batchSize: R.recover.batchSize, maxSteps: R.recover.steps, learningRate: R.recover.learningRate, warmupRatio: 0.03,
-    saveSteps: 0, seed: R.recover.seed, threads: THREADS,
-  }, stepLog('recover', R.recover.steps, 100));
-  return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
-});
+      stage: 'finetune', vision: P('clip'), decoder: join(drilled, 'decoder'), projector: join(drilled, 'mm_projector.safetensors'),
+      data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('recover'),
+      batchSize: D.recover.batchSize, maxSteps: D.recover.steps, learningRate: D.recover.learningRate, warmupRatio: 0.03,
+      saveSteps: 0, seed: D.recover.seed, threads: THREADS,
+    }, stepLog('recover', D.recover.steps, 100));
+    return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+  });
+  final = P('recover');
+}
 
 // 8. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------
 await stage('ship', P('SHIPPED'), async () => {
   const tmp = `${OUT}.partial`;
   await rm(tmp, { recursive: true, force: true });
   await assembleMicroModel({
-    decoder: P('recover', 'decoder'), projector: P('recover', 'mm_projector.safetensors'), clip: P('clip'), out: tmp, convTemplate: 'vicuna_v1',
+    decoder: join(final, 'decoder'), projector: join(final, 'mm_projector.safetensors'), clip: P('clip'), out: tmp, convTemplate: 'vicuna_v1',
   });
   const t0 = performance.now();
   const m = await MobiLlamaV.load({ model: tmp, threads: THREADS });

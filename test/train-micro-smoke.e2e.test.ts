@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from './cli-helpers.js';
 
-// `pnpm train:micro --smoke`: every stage of the recipe that trains the shipped model, at toy
-// scale (seconds), so the script cannot rot between the (hours-long) real runs.
+// `pnpm train:micro --smoke`: every stage of the recipe that trains the shipped model (and of
+// its --position-drill variant), at toy scale (seconds), so the script cannot rot between the
+// (hours-long) real runs.
 
 function trainMicro(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -25,21 +26,35 @@ function trainMicro(args: readonly string[]): Promise<{ code: number | null; std
 
 interface PositionEntry { image: string; conversations: { value: string }[] }
 
-let dir = '';
-afterAll(async () => { if (dir) await rm(dir, { recursive: true, force: true }); });
+const dirs: string[] = [];
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }); });
 
 describe('scripts/train-micro.ts --smoke', () => {
-  it('runs every stage, drills position per axis, and ships a loadable model folder', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'train-micro-'));
+  it('the shipped recipe: data, CLIP, LM, stage 1, stage 2, ship; LLaVA position ids', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'train-micro-'));
+    dirs.push(dir);
+    const out = join(dir, 'model');
+    const r = await trainMicro(['--smoke', '--work', join(dir, 'work'), '--out', out, '--threads', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    const training = JSON.parse(await readFile(join(out, 'training.json'), 'utf8')) as { stages: Record<string, unknown> };
+    expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2']); // written while shipping
+    expect(r.stderr).toContain('[ship] ');
+    expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).rope_2d).toBeUndefined();
+    expect(existsSync(join(dir, 'work', 'drill'))).toBe(false);
+  }, 180_000);
+
+  it('--position-drill: runs every stage, drills position per axis, and ships a loadable model folder', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'train-micro-'));
+    dirs.push(dir);
     const work = join(dir, 'work'), out = join(dir, 'model');
-    const r = await trainMicro(['--smoke', '--work', work, '--out', out, '--threads', '1']);
+    const r = await trainMicro(['--smoke', '--position-drill', '--work', work, '--out', out, '--threads', '1']);
     expect(r.code, r.stderr).toBe(0);
     for (const s of ['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover', 'ship']) expect(r.stderr).toContain(`[${s}] `);
     for (const f of ['config.json', 'model.safetensors', 'mm_projector.safetensors', 'clip/config.json', 'training.json', 'heldout/data.json']) {
       expect(existsSync(join(out, f)), f).toBe(true);
     }
     const training = JSON.parse(await readFile(join(out, 'training.json'), 'utf8')) as {
-      stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d: boolean } };
+      stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d?: boolean } };
     };
     expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover']); // written while shipping
     expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'either-or', 'both']);

@@ -100,6 +100,25 @@ describe('train()', () => {
     expect(r.records.map((x) => x.step)).toEqual([1, 2]);
   });
 
+  it('shouldStop ends the run after the step it says, with the final checkpoint and model files of that step', async () => {
+    const out = await tmp();
+    const seen: number[] = [];
+    const r = await train({ ...base(out), batchSize: 1, maxSteps: 5, learningRate: 1e-3 }, {
+      ...quiet, shouldStop: (rec, records) => { seen.push(records.length); return rec.step === 2; },
+    });
+    expect(seen).toEqual([1, 2]);
+    expect([r.steps, r.totalSteps]).toEqual([2, 5]);
+    expect(r.records.map((x) => x.step)).toEqual([1, 2]);
+    const files = await readdir(out);
+    expect(files.filter((f) => f.startsWith('checkpoint-'))).toEqual(['checkpoint-2']);
+    expect(files).toContain('mm_projector.safetensors');
+    // The model files are the weights after step 2: the same as a run of max_steps 2.
+    const two = await tmp();
+    await train({ ...base(two), batchSize: 1, maxSteps: 2, learningRate: 1e-3 }, quiet);
+    const a = await tensors(join(out, 'mm_projector.safetensors')), b = await tensors(join(two, 'mm_projector.safetensors'));
+    for (const k of Object.keys(a)) expect(maxDiff(a[k], b[k]), k).toBe(0);
+  });
+
   it('finetune with --tune-vision on text-only samples writes a loadable HF decoder and a whole vision tower', async () => {
     const out = await tmp();
     const r = await train({ ...base(out), stage: 'finetune', tuneVision: true, data: join(FIXTURE, 'text.json'), maxSteps: 2, learningRate: 1e-3 }, quiet);

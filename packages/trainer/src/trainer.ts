@@ -17,6 +17,12 @@ import { lrAt, warmupStepsFor } from './schedule.js';
 export interface TrainHooks {
   /** Called after each optimizer step (after log.jsonl got the line). */
   onStep?(r: StepRecord): void | Promise<void>;
+  /**
+   * Asked after each step (after onStep): true ends the run there, as if max_steps had been
+   * that step (final checkpoint, model files, last eval). The lr schedule is not rescaled, so
+   * this suits a constant schedule: "train until the loss is below x".
+   */
+  shouldStop?(r: StepRecord, records: readonly StepRecord[]): boolean;
   onEval?(r: EvalRecord): void;
   /** Where progress goes (default process.stderr; a TTY gets a redrawn bar). */
   progress?: { write(s: string): unknown; isTTY?: boolean; columns?: number };
@@ -24,7 +30,7 @@ export interface TrainHooks {
 
 export interface TrainResult {
   readonly config: TrainConfig;
-  /** Optimizer steps done in total (including those before a resume). */
+  /** Optimizer steps done in total (including those before a resume; fewer than totalSteps when shouldStop ended it). */
   readonly steps: number;
   readonly totalSteps: number;
   /** The checkpoint this run resumed from, if any. */
@@ -196,6 +202,7 @@ async function run(
     for (const gone of await pruneCheckpoints(cfg.output, cfg.saveTotalLimit)) progress.note(`removed ${gone} (--save-total-limit ${cfg.saveTotalLimit})`);
   };
 
+  let end = totalSteps;
   for (let s = step; s < totalSteps; s++) {
     const t0 = performance.now();
     const plan = stepPlan(s, mbpe, accum);
@@ -231,6 +238,11 @@ async function run(
     progress.step(rec);
     await hooks.onStep?.(rec);
     const done = s + 1;
+    if (done < totalSteps && hooks.shouldStop?.(rec, records)) {
+      end = done;
+      progress.note(`stopped at step ${done} (shouldStop)`);
+      break;
+    }
     if (cfg.evalSteps > 0 && done % cfg.evalSteps === 0 && done < totalSteps) {
       const e = await evaluate(done);
       if (e) progress.note(`eval step ${done}: loss ${e.eval_loss.toFixed(4)} over ${e.eval_tokens} tokens`);
@@ -242,18 +254,18 @@ async function run(
   // The end: a final checkpoint (so --resume of a finished run is a no-op), the model files
   // at the top of the output folder, a last eval, and the loss curve.
   const lastLoss = records.length ? records[records.length - 1].loss : null;
-  if (!resumedFrom || step < totalSteps) {
-    if (!(await hasCheckpoint(cfg.output, totalSteps))) await saveCheckpoint(totalSteps, lastLoss);
+  if (!resumedFrom || step < end) {
+    if (!(await hasCheckpoint(cfg.output, end))) await saveCheckpoint(end, lastLoss);
   }
   await writeModelFiles(cfg.output, exp, byName);
-  if (evalDs && !evals.some((e) => e.step === totalSteps)) {
-    const e = await evaluate(totalSteps);
+  if (evalDs && !evals.some((e) => e.step === end)) {
+    const e = await evaluate(end);
     if (e) progress.note(`eval: loss ${e.eval_loss.toFixed(4)} over ${e.eval_tokens} tokens`);
   }
   await writeFileAtomic(join(cfg.output, 'loss.svg'), lossCurveSvg(records, evals));
-  if (lastLoss !== null) progress.note(`done: ${totalSteps} steps, last loss ${lastLoss.toFixed(4)}, lr ${fmtLr(records[records.length - 1].lr)}; model files in ${cfg.output}`);
+  if (lastLoss !== null) progress.note(`done: ${end} steps, last loss ${lastLoss.toFixed(4)}, lr ${fmtLr(records[records.length - 1].lr)}; model files in ${cfg.output}`);
   return {
-    config: cfg, steps: totalSteps, totalSteps, resumedFrom, records, evals,
+    config: cfg, steps: end, totalSteps, resumedFrom, records, evals,
     params: params.map((p) => ({ name: p.name, numel: p.data.length })),
   };
 }
