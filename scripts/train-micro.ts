@@ -21,7 +21,8 @@
  *
  * --smoke runs every stage at toy scale (seconds; the model is useless), for checking the pipeline.
  * --position-drill trains the recipe variant with 2-D rotary positions and the position drill
- * (MICRO_POSITION_RECIPE; work in .tmp/micro-position); the shipped model is the plain recipe.
+ * (MICRO_POSITION_RECIPE; work in .tmp/micro-position, model to .tmp/micro-position-model
+ * unless --out); the shipped model is the plain recipe's.
  */
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -43,7 +44,7 @@ const { values: args } = parseArgs({
   options: {
     fresh: { type: 'boolean', default: false },
     work: { type: 'string' },
-    out: { type: 'string', default: join(ROOT, 'models/mobillama-v-micro') },
+    out: { type: 'string' },
     threads: { type: 'string', default: '2' },
     smoke: { type: 'boolean', default: false },
     'position-drill': { type: 'boolean', default: false },
@@ -52,7 +53,8 @@ const { values: args } = parseArgs({
 const drillRecipe = args['position-drill'];
 const R = args.smoke ? (drillRecipe ? MICRO_POSITION_SMOKE_RECIPE : MICRO_SMOKE_RECIPE) : drillRecipe ? MICRO_POSITION_RECIPE : MICRO_RECIPE;
 const WORK = resolve(args.work ?? join(ROOT, drillRecipe ? '.tmp/micro-position' : '.tmp/micro'));
-const OUT = resolve(args.out!);
+// The variant never replaces the shipped model unless --out says so.
+const OUT = resolve(args.out ?? join(ROOT, drillRecipe ? '.tmp/micro-position-model' : 'models/mobillama-v-micro'));
 const THREADS = Number(args.threads);
 const P = (...p: string[]) => join(WORK, ...p);
 const log = (s: string) => process.stderr.write(`${s}\n`);

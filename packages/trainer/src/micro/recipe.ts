@@ -40,6 +40,10 @@ export const MICRO_RECIPE = {
   decoder: DECODER,
   lm: { steps: 400, batchSize: 16, learningRate: 3e-3, seed: 31 },
   stage1: { steps: 150, batchSize: 32, learningRate: 2e-3, seed: 41 },
+  // An image's questions as one conversation with independent turns (each sees the image, not
+  // the other answers: a description names every colour): 16 images ≈ 88 questions a step,
+  // one pass over the 120 000 images. Three times the 2500 steps (and images) it had: 77.3 →
+  // 83.7% held-out (85.3% in a first run; colour 82 → 100%: picking by kind is learned late).
   stage2: { steps: 7500, batchSize: 16, learningRate: 1e-3, seed: 51 },
   /** The position drill and recovery after stage 2 (`--position-drill`); none in the shipped recipe. */
   positionDrill: null as PositionDrillRecipe | null,
