@@ -1,7 +1,8 @@
 /**
  * `pnpm train:micro`: builds and trains the micro MobiLlama-V from nothing and ships it to
- * models/mobillama-v-micro. Every step is deterministic from the seeds below and uses the
- * project's own code:
+ * models/mobillama-v-micro. Every step takes its data, initial weights and sample order from
+ * the seeds below (the float sums of 2-thread training still differ in the last bits from run
+ * to run, which the drill's plateaus amplify) and uses the project's own code:
  *
  *   1. data      synthetic shapes: train split (seed 1), held-out split (seed 2), LM text (seed 3)
  *   2. clip      micro CLIP (ViT + text transformer), BPE on the captions, contrastive pretraining
