@@ -10,7 +10,7 @@
  *   4. stage1    LLaVA stage 1: projector only, plain template, captions (trainer `train()`)
  *   5. stage2    LLaVA stage 2: projector + whole decoder, vicuna_v1, an image's questions as independent turns (trainer `train()`)
  *   6. drill     (--position-drill only) relative position alone: either-or left/right (two shapes first), then above/below, then both forms
- *   7. recover   (--position-drill only) stage 2's data again, briefly, from the drilled model
+ *   7. recover   (--position-drill only) stage 2's data again from the drilled model (recover, recover-2)
  *   8. ship      fp16 LLaVA-layout folder, held-out exact-match eval, atomic rename into models/
  *
  * Work goes to .tmp/micro/; a stage whose output is complete is skipped, so an interrupted
@@ -204,18 +204,30 @@ if (D) {
     }
     return { phases };
   });
-  const drilled = P('drill', D.phases[D.phases.length - 1].name);
-  await stage('recover', P('recover', 'DONE'), async () => {
-    await rm(P('recover'), { recursive: true, force: true });
-    const r = await train({
-      stage: 'finetune', vision: P('clip'), decoder: join(drilled, 'decoder'), projector: join(drilled, 'mm_projector.safetensors'),
-      data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('recover'),
-      batchSize: D.recover.batchSize, maxSteps: D.recover.steps, learningRate: D.recover.learningRate, warmupRatio: 0.03,
-      saveSteps: 0, seed: D.recover.seed, threads: THREADS,
-    }, stepLog('recover', D.recover.steps, 100));
-    return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
-  });
-  final = P('recover');
+  // Stage names: recover, recover-2, …: a run interrupted after the first keeps it.
+  final = P('drill', D.phases[D.phases.length - 1].name);
+  for (const [i, rc] of D.recover.entries()) {
+    const name = i === 0 ? 'recover' : `recover-${i + 1}`;
+    const from = final;
+    await stage(name, P(name, 'DONE'), async () => {
+      await rm(P(name), { recursive: true, force: true });
+      let data = P('data', 'train', 'qa-turns.json');
+      if (rc.images !== undefined) {
+        // One conversation per image, in image order: the first N entries are the first N images.
+        const all = JSON.parse(await readFile(data, 'utf8')) as LlavaEntry[];
+        data = P('data', 'train', `qa-turns-${rc.images}.json`);
+        await writeFile(data, `${JSON.stringify(all.slice(0, rc.images))}\n`);
+      }
+      const r = await train({
+        stage: 'finetune', vision: P('clip'), decoder: join(from, 'decoder'), projector: join(from, 'mm_projector.safetensors'),
+        data, independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P(name),
+        batchSize: rc.batchSize, maxSteps: rc.steps, learningRate: rc.learningRate, warmupRatio: 0.03,
+        saveSteps: 0, seed: rc.seed, threads: THREADS,
+      }, stepLog(name, rc.steps, 100));
+      return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+    });
+    final = P(name);
+  }
 }
 
 // 8. Assemble (fp16), evaluate on the held-out split, ship atomically -----------------------

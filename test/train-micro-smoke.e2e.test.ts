@@ -49,14 +49,14 @@ describe('scripts/train-micro.ts --smoke', () => {
     const work = join(dir, 'work'), out = join(dir, 'model');
     const r = await trainMicro(['--smoke', '--position-drill', '--work', work, '--out', out, '--threads', '1']);
     expect(r.code, r.stderr).toBe(0);
-    for (const s of ['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover', 'ship']) expect(r.stderr).toContain(`[${s}] `);
+    for (const s of ['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover', 'recover-2', 'ship']) expect(r.stderr).toContain(`[${s}] `);
     for (const f of ['config.json', 'model.safetensors', 'mm_projector.safetensors', 'clip/config.json', 'training.json', 'heldout/data.json']) {
       expect(existsSync(join(out, f)), f).toBe(true);
     }
     const training = JSON.parse(await readFile(join(out, 'training.json'), 'utf8')) as {
       stages: Record<string, { phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d?: boolean } };
     };
-    expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover']); // written while shipping
+    expect(Object.keys(training.stages)).toEqual(['data', 'clip', 'lm', 'stage1', 'stage2', 'drill', 'recover', 'recover-2']); // written while shipping
     expect(training.stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'either-or', 'both']);
     expect(training.recipe.decoder.rope2d).toBe(true);
     expect(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).rope_2d).toBe(true);

@@ -66,8 +66,12 @@ export interface PositionDrillRecipe {
   readonly batchSize: number;
   readonly learningRate: number;
   readonly seed: number;
-  /** Stage 2's data again from the drilled model (cosine lr), to bring the other skills back. */
-  readonly recover: { readonly steps: number; readonly batchSize: number; readonly learningRate: number; readonly seed: number };
+  /**
+   * Stage 2's data again from the drilled model, to bring the other skills back: one run per
+   * entry, each from the one before, each with its own cosine lr (and only the conversations
+   * of the first `images` images, if given).
+   */
+  readonly recover: readonly { readonly steps: number; readonly batchSize: number; readonly learningRate: number; readonly seed: number; readonly images?: number }[];
 }
 
 /**
@@ -95,7 +99,11 @@ export const MICRO_POSITION_RECIPE: MicroRecipe = {
       { name: 'both', steps: 500, maxShapes: 4, questions: {} },
     ],
     images: 40000, batchSize: 32, learningRate: 1e-3, seed: 61,
-    recover: { steps: 3000, batchSize: 16, learningRate: 5e-4, seed: 71 },
+    // After the first: 87.5% held-out (count 82, describe 70); after the second: 89.2%.
+    recover: [
+      { steps: 3000, batchSize: 16, learningRate: 5e-4, seed: 71 },
+      { steps: 1800, batchSize: 16, learningRate: 3e-4, seed: 72, images: 40000 },
+    ],
   },
 };
 
@@ -132,6 +140,6 @@ export const MICRO_POSITION_SMOKE_RECIPE: MicroRecipe = {
   positionDrill: {
     ...MICRO_POSITION_RECIPE.positionDrill!,
     phases: MICRO_POSITION_RECIPE.positionDrill!.phases.map((p) => ({ ...p, steps: 1 })), batchSize: 4,
-    recover: { ...MICRO_POSITION_RECIPE.positionDrill!.recover, steps: 2, batchSize: 2 },
+    recover: MICRO_POSITION_RECIPE.positionDrill!.recover.map((r) => ({ ...r, steps: 2, batchSize: 2 })),
   },
 };
