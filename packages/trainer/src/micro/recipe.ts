@@ -79,8 +79,8 @@ export interface PositionDrillRecipe {
  * position alone, then a recovery (`pnpm train:micro --position-drill`; models/README, session
  * 10). Stage 2 (one question in six about position, both forms, both axes, 2–4 shapes) leaves
  * position at chance: the comparison sits on a long plateau. From stage 2's model, either-or
- * questions of one axis about two-shape images leave it within ~150 steps in three runs of
- * four (naming a shape is nearly a lookup there); 3–4 shapes then start below chance. Above/
+ * questions of one axis about two-shape images leave it within ~150 steps in four runs of
+ * five (naming a shape is nearly a lookup there); 3–4 shapes then start below chance. Above/
  * below alone then leaves it at once, but 600 steps of it took left/right from 77% back to
  * chance (held-out), and mixed with left/right from the start it stayed at chance for 800: so
  * briefly alone, then mixed (78 / 72% either-or on held-out in a screen). When the plateau is
