@@ -199,8 +199,9 @@ if (D) {
         shouldStop: (_rec, records) => until !== undefined && records.length >= 50 && mean(records.slice(-50).map((x) => x.loss)) < until,
       });
       from = P('drill', phase.name);
-      phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-50).map((x) => x.loss)) });
-      log(`  drill ${phase.name}: ${r.steps} steps, mean loss of the last 50 ${mean(r.records.slice(-50).map((x) => x.loss)).toFixed(4)}`);
+      const last50 = mean(r.records.slice(-50).map((x) => x.loss));
+      phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: last50 });
+      log(`  drill ${phase.name}: ${r.steps} steps, mean loss of the last 50 ${last50.toFixed(4)}`);
     }
     return { phases };
   });

@@ -25,6 +25,19 @@ export function runCli(args: readonly string[], opts: { input?: string; env?: Re
   });
 }
 
+/** Runs a TypeScript file under the repository as a user runs it (`node --import tsx FILE ARGS`). */
+export function runTsx(file: string, args: readonly string[] = []): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], { cwd: ROOT, env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' } });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end();
+  });
+}
+
 /** A user-facing failure: exit code 2, exactly one line on stderr, no stack trace. */
 export function expectCleanFailure(r: CliResult): string {
   if (r.code !== 2) throw new Error(`expected exit code 2, got ${r.code}; stderr: ${r.stderr}`);

@@ -1,26 +1,13 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './cli-helpers.js';
+import { ROOT, runTsx } from './cli-helpers.js';
 
 // The runnable examples in examples/, run as a user runs them (tsx), on the shipped micro model.
 
-function runExample(file: string, args: readonly string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'examples', file), ...args], {
-      cwd: ROOT, env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
-    });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end();
-  });
-}
+const runExample = (file: string, args: readonly string[] = []) => runTsx(join(ROOT, 'examples', file), args);
 
 const dirs: string[] = [];
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }); });

@@ -1,28 +1,15 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './cli-helpers.js';
+import { ROOT, runTsx } from './cli-helpers.js';
 
 // `pnpm train:micro --smoke`: every stage of the recipe that trains the shipped model (and of
 // its --position-drill variant), at toy scale (seconds), so the script cannot rot between the
 // (hours-long) real runs.
 
-function trainMicro(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'train-micro.ts'), ...args], {
-      cwd: ROOT, env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
-    });
-    let stderr = '';
-    child.stdout.resume();
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
-    child.stdin.end();
-  });
-}
+const trainMicro = (args: readonly string[]) => runTsx(join(ROOT, 'scripts', 'train-micro.ts'), args);
 
 interface PositionEntry { image: string; conversations: { value: string }[] }
 
