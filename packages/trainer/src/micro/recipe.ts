@@ -103,8 +103,6 @@ export const MICRO_POSITION_RECIPE: MicroRecipe = {
     recover: [
       { steps: 3000, batchSize: 16, learningRate: 5e-4, seed: 71 },
       { steps: 1800, batchSize: 16, learningRate: 3e-4, seed: 72, images: 40000 },
-      // After the second: 89.5% (describe 73, still falling in loss): a third, lower-lr run.
-      { steps: 1500, batchSize: 16, learningRate: 2e-4, seed: 73, images: 40000 },
     ],
   },
 };
