@@ -403,6 +403,7 @@ export function hostScalar(x: number, dtype: ElemType): HostTensor {
     case 'float64': return { dtype: 'F64', shape: [], data: Float64Array.of(x) };
     case 'int64': return { dtype: 'I64', shape: [], data: BigInt64Array.of(BigInt(x)) };
     case 'int32': return { dtype: 'I32', shape: [], data: Int32Array.of(x) };
+    case 'uint8': return { dtype: 'U8', shape: [], data: Uint8Array.of(x) };
     default: throw new Error(`no scalar constants of ${dtype}`);
   }
 }

@@ -5,6 +5,7 @@ import { toFloat32, type HostTensor } from '../tensor.js';
 import type { WeightRef } from '../weights/refs.js';
 import { WeightFileError, type WeightSource } from '../weights/types.js';
 import { blocksOf, dequantizeQ4, dequantizeQ8, quantizeQ4, quantizeQ8, type Q4Options } from './block.js';
+import { int8WeightEncoding, type Int8WeightEncoding } from './int8-encoding.js';
 import { quantizedNames, type QuantizeMode } from './layout.js';
 
 /**
@@ -27,6 +28,8 @@ export interface LinearLowering {
    * products (fastest for one-row decode here); 0/1 compute in fp32. Default 4.
    */
   accuracyLevel?: number;
+  /** How q8 weights reach DynamicQuantizeMatMul; default: what this CPU multiplies exactly (int8-encoding.ts). */
+  int8Weights?: Int8WeightEncoding;
 }
 
 function outShape(x: Value, n: number): Value['shape'] {
@@ -42,8 +45,14 @@ export function linearInto(g: GraphBuilder, x: Value, w: LinearWeight, bias?: Va
     case 'float':
       y = g.node('FusedMatMul', [x, g.param(w.weight)], { transB: 1, alpha: { float: 1 } }, ms);
       break;
-    case 'q8':
-      return g.node('DynamicQuantizeMatMul', [x, g.param(w.qweight), g.param(w.scales), null, bias ?? null], {}, ms);
+    case 'q8': {
+      // On CPUs where int8 weights would saturate (int8-encoding.ts) they go in as uint8 with
+      // zero point 128: the cast is of initializers only, so ORT folds it once at load.
+      const unsigned = (opts.int8Weights ?? int8WeightEncoding()) === 'u8';
+      const b = unsigned ? g.cast(g.add(g.cast(g.param(w.qweight), 'int32'), g.scalar(128, 'int32')), 'uint8') : g.param(w.qweight);
+      const zeroPoint = unsigned ? g.scalar(128, 'uint8') : null;
+      return g.node('DynamicQuantizeMatMul', [x, b, g.param(w.scales), zeroPoint, bias ?? null], {}, ms);
+    }
     case 'q4':
       y = g.node('MatMulNBits', [x, g.param(w.qweight), g.param(w.scales), w.zeros ? g.param(w.zeros) : null], {
         K: w.inFeatures, N: w.outFeatures, bits: 4, block_size: w.blockSize, accuracy_level: opts.accuracyLevel ?? 4,

@@ -5,6 +5,7 @@ import { createSession } from '../runtime/session.js';
 import { memoryWeight } from '../weights/refs.js';
 import { dequantizeQ4, dequantizeQ8, quantizeQ4, quantizeQ8 } from './block.js';
 import { matchesModule, parseQuantizeMode, readQuantizationConfig } from './layout.js';
+import { int8EncodingFor, type Int8WeightEncoding } from './int8-encoding.js';
 import { dequantizeLinear, floatLinear, linearInto, quantizedLinearFrom, type LinearWeight } from './linear.js';
 
 function rand(n: number, seed: number): Float32Array {
@@ -62,19 +63,24 @@ describe('block quantization', () => {
 describe('quantized linear kernels in ORT agree with the dequantized weights', () => {
   // ORT's kernels quantize activations too (DynamicQuantizeMatMul per tensor to uint8,
   // MatMulNBits accuracy_level 4 per block to int8), so the agreement is close, not exact.
-  const cases: { name: string; mode: 'q8' | 'q4'; zeroPoints?: boolean; inn: number; tol: number }[] = [
+  // Full-range int8 weights against uint8 activations saturate MLAS's pair sums on x86 without
+  // VNNI (int8-encoding.ts): the default encoding must be exact on whatever machine runs this,
+  // and the uint8 one everywhere.
+  const cases: { name: string; mode: 'q8' | 'q4'; zeroPoints?: boolean; inn: number; tol: number; int8Weights?: Int8WeightEncoding }[] = [
     { name: 'q8 DynamicQuantizeMatMul', mode: 'q8', inn: 64, tol: 0.02 },
+    { name: 'q8 DynamicQuantizeMatMul, 1024 wide, this CPU\'s encoding', mode: 'q8', inn: 1024, tol: 0.02 },
+    { name: 'q8 DynamicQuantizeMatMul, 1024 wide, as uint8 with zero point 128', mode: 'q8', inn: 1024, tol: 0.02, int8Weights: 'u8' },
     { name: 'q4 MatMulNBits, symmetric', mode: 'q4', inn: 64, tol: 0.02 },
     { name: 'q4 MatMulNBits, zero points, odd block count, padded tail', mode: 'q4', zeroPoints: true, inn: 80, tol: 0.02 },
   ];
-  it.each(cases)('$name', async ({ mode, zeroPoints, inn, tol }) => {
+  it.each(cases)('$name', async ({ mode, zeroPoints, inn, tol, int8Weights }) => {
     const out = 24, rows = 3;
     const w = rand(out * inn, 3);
     const lin = quantizedLinearFrom('layer', w, out, inn, mode, { zeroPoints });
     const deq = await dequantizeLinear(lin);
     const g = new GraphBuilder('lin');
     const x = g.input('x', 'float32', [rows, inn]);
-    g.output(linearInto(g, x, lin), 'y');
+    g.output(linearInto(g, x, lin, null, { int8Weights }), 'y');
     g.output(linearInto(g, x, floatLinear(memoryWeight('w_ref', { dtype: 'F32', shape: [out, inn], data: deq }))), 'ref');
     const s = await createSession(exportOnnx(g.build()), { threads: 1 });
     const r = await s.run({ x: { dtype: 'float32', dims: [rows, inn], data: rand(rows * inn, 4) } });
@@ -100,6 +106,18 @@ describe('quantized linear kernels in ORT agree with the dequantized weights', (
     const r = await s.run({ x: { dtype: 'float32', dims: [1, inn], data: new Float32Array(inn) } });
     await s.release();
     for (let i = 0; i < 3; i++) expect(Array.from(r[`y${i}`].data as Float32Array)).toEqual(Array.from(b));
+  });
+});
+
+describe('int8 weight encoding per CPU', () => {
+  const cpuinfo = (flags: string) => `processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 ${flags} fma\n\nprocessor\t: 1\n`;
+  it('int8 where the CPU multiplies it exactly (VNNI, ARM), uint8 on other x86 and where unknown', () => {
+    expect(int8EncodingFor('x64', cpuinfo('avx2 avx512f avx512_vnni'))).toBe('s8');
+    expect(int8EncodingFor('x64', cpuinfo('avx2 avx_vnni'))).toBe('s8');
+    expect(int8EncodingFor('x64', cpuinfo('avx2 avx512f avx512bw'))).toBe('u8');
+    expect(int8EncodingFor('x64', cpuinfo('avx2 avx512_vnni_x'))).toBe('u8');
+    expect(int8EncodingFor('x64', null)).toBe('u8');
+    expect(int8EncodingFor('arm64', null)).toBe('s8');
   });
 });
 
