@@ -225,8 +225,8 @@ export class DecoderModel {
     const P0 = input.past?.length ?? 0;
     const logits = new Float32Array(B * want.length * V);
     let past = input.past ?? this.emptyCache(B);
-    // Room for the whole prompt up front, so the cache does not move between chunks.
-    this.storeOf(past).reserve(P0 + T);
+    // The cache grows chunk by chunk (in place), so each chunk scores only the slots before
+    // it, not the whole prompt's capacity.
     for (let s = 0; s < T; s += chunk) {
       const e = Math.min(T, s + chunk), n = e - s;
       const embeds = new Float32Array(B * n * H);
