@@ -9,6 +9,7 @@ import { LlavaDataset } from './dataset.js';
 import { TrainConfigError } from './errors.js';
 import { buildTrainGraph } from './graph.js';
 import { DataOrder, Prefetcher, loadSample, type SampleLoaderOptions } from './loader.js';
+import { withEncodeCache } from './encode-cache.js';
 import { JsonlLog, Progress, fmtLr, lossCurveSvg, type EvalRecord, type StepRecord } from './logging.js';
 import { loadTrainModel, materializeParams, modelExport, type TrainModel } from './model.js';
 import { adamwStep, clipCoefficient, globalGradNorm, newAdamWState } from './optimizer.js';
@@ -144,7 +145,7 @@ async function run(
 
   const { preprocess } = model.vision.config;
   const loaderOpts: SampleLoaderOptions = {
-    tokenizer: model.tokenizer, template: cfg.template, independentTurns: cfg.independentTurns, modelMaxLength: model.maxLength,
+    tokenizer: withEncodeCache(model.tokenizer), template: cfg.template, independentTurns: cfg.independentTurns, modelMaxLength: model.maxLength,
     imageFolder: cfg.imageFolder, preprocess, aspect: cfg.imageAspectRatio,
   };
   const collateOpts = {
