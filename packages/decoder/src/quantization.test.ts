@@ -179,6 +179,32 @@ describe('KV cache in capacity buffers', () => {
     expect(maxDiff / maxRef).toBeLessThan(1e-5);
   });
 
+  it('a padded batch prompt in chunks that grow the cache past a capacity step gives the logits of one prefill', async () => {
+    // The cache grows in place chunk by chunk (kv-cache.ts): after the second chunk of 40 it
+    // grows 64 → 128 slots, rows of both batch entries and all KV heads moving to the wider
+    // stride, and the third chunk reads it there.
+    const chunked = await DecoderModel.load(`${FIXTURES}llama-gqa-st`, { threads: 1, prefillChunk: 40 });
+    try {
+      const T = KV_CHUNK + 20;
+      const ids = seededPrompts(2, T, V(), 13);
+      const mask = [[0, 0, 0, ...new Array<number>(T - 3).fill(1)], new Array<number>(T).fill(1)];
+      const pos = [[1, 1, 1, ...Array.from({ length: T - 3 }, (_, i) => i)], Array.from({ length: T }, (_, i) => i)];
+      const input = { batch: 2, seq: T, positionIds: pos, attentionMask: mask, logitsIndex: [T - 1, 10, 39, 40, KV_CHUNK, 80, T - 2] };
+      const a = await model.forward({ ...input, embeds: model.embed(ids.flat()) });
+      const b = await chunked.forward({ ...input, embeds: chunked.embed(ids.flat()) });
+      expect(b.cache.length).toBe(T);
+      expect(b.cache.keys[0].dims[2]).toBe(2 * KV_CHUNK);
+      let maxDiff = 0, maxRef = 0;
+      for (let i = 0; i < a.logits.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(a.logits[i] - b.logits[i]));
+        maxRef = Math.max(maxRef, Math.abs(a.logits[i]));
+      }
+      expect(maxDiff / maxRef).toBeLessThan(1e-5);
+    } finally {
+      await chunked.dispose();
+    }
+  });
+
   it('a prompt run in chunks (prefillChunk) gives the logits of one prefill, padded batch included', async () => {
     const chunked = await DecoderModel.load(`${FIXTURES}llama-gqa-st`, { threads: 1, prefillChunk: 3 });
     try {
