@@ -77,6 +77,16 @@ describe.each(DIRS)('quantized paths against fp32: %s', (dir) => {
   });
 });
 
+/** Largest |x − ref| over the largest |ref|. */
+function maxRelativeDiff(x: Float32Array, ref: Float32Array): number {
+  let maxDiff = 0, maxRef = 0;
+  for (let i = 0; i < ref.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(x[i] - ref[i]));
+    maxRef = Math.max(maxRef, Math.abs(ref[i]));
+  }
+  return maxDiff / maxRef;
+}
+
 describe('quantized checkpoints', () => {
   const src = `${FIXTURES}mobillama-tiny-bin`;
 
@@ -194,12 +204,7 @@ describe('KV cache in capacity buffers', () => {
       const b = await chunked.forward({ ...input, embeds: chunked.embed(ids.flat()) });
       expect(b.cache.length).toBe(T);
       expect(b.cache.keys[0].dims[2]).toBe(2 * KV_CHUNK);
-      let maxDiff = 0, maxRef = 0;
-      for (let i = 0; i < a.logits.length; i++) {
-        maxDiff = Math.max(maxDiff, Math.abs(a.logits[i] - b.logits[i]));
-        maxRef = Math.max(maxRef, Math.abs(a.logits[i]));
-      }
-      expect(maxDiff / maxRef).toBeLessThan(1e-5);
+      expect(maxRelativeDiff(b.logits, a.logits)).toBeLessThan(1e-5);
     } finally {
       await chunked.dispose();
     }
@@ -215,12 +220,7 @@ describe('KV cache in capacity buffers', () => {
       const a = await model.forward({ ...input, embeds: model.embed(ids.flat()) });
       const b = await chunked.forward({ ...input, embeds: chunked.embed(ids.flat()) });
       expect(b.cache.length).toBe(9);
-      let maxDiff = 0, maxRef = 0;
-      for (let i = 0; i < a.logits.length; i++) {
-        maxDiff = Math.max(maxDiff, Math.abs(a.logits[i] - b.logits[i]));
-        maxRef = Math.max(maxRef, Math.abs(a.logits[i]));
-      }
-      expect(maxDiff / maxRef).toBeLessThan(1e-5);
+      expect(maxRelativeDiff(b.logits, a.logits)).toBeLessThan(1e-5);
     } finally {
       await chunked.dispose();
     }
