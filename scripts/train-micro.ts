@@ -18,12 +18,15 @@
  * had to run again (`--fresh` starts over). Timings and the eval report land in
  * .tmp/micro/report.json and models/mobillama-v-micro/training.json.
  *
- *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke] [--position-drill]
+ *   tsx scripts/train-micro.ts [--fresh] [--work DIR] [--out DIR] [--threads N] [--smoke] [--position-drill [--from-model DIR]]
  *
  * --smoke runs every stage at toy scale (seconds; the model is useless), for checking the pipeline.
  * --position-drill trains the recipe variant with 2-D rotary positions and the position drill
  * (MICRO_POSITION_RECIPE; work in .tmp/micro-position, model to .tmp/micro-position-model
- * unless --out); the shipped model is the plain recipe's.
+ * unless --out); the shipped model is the plain recipe's. --from-model DIR (with
+ * --position-drill) takes the CLIP and the stage-2 decoder and projector from a model the plain
+ * recipe trained (fp16 as shipped, e.g. models/mobillama-v-micro) and runs the variant's drill,
+ * recovery and ship from there, the image tokens switched to 2-D rotary ids at the drill.
  */
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -32,7 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { evaluate, MobiLlamaV, type EvalReport } from '@mobillama/pipeline';
-import { train } from '../packages/trainer/src/index.js';
+import { train, type TrainResult } from '../packages/trainer/src/index.js';
 import { conversationsPerImage, positionQuestionEntries, writeShapesDataset, type LlavaEntry, type SceneRecord } from '../packages/trainer/src/synthetic/index.js';
 import { pretrainLm } from '../packages/trainer/src/lm-pretrain.js';
 import { assembleMicroModel } from '../packages/trainer/src/micro/assemble.js';
@@ -49,8 +52,13 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '2' },
     smoke: { type: 'boolean', default: false },
     'position-drill': { type: 'boolean', default: false },
+    'from-model': { type: 'string' },
   },
 });
+if (args['from-model'] !== undefined && !args['position-drill']) {
+  process.stderr.write('error: --from-model needs --position-drill (it starts the drill from that model)\n');
+  process.exit(2);
+}
 const drillRecipe = args['position-drill'];
 const R = args.smoke ? (drillRecipe ? MICRO_POSITION_SMOKE_RECIPE : MICRO_SMOKE_RECIPE) : drillRecipe ? MICRO_POSITION_RECIPE : MICRO_RECIPE;
 const WORK = resolve(args.work ?? join(ROOT, drillRecipe ? '.tmp/micro-position' : '.tmp/micro'));
@@ -93,6 +101,14 @@ async function stage(name: string, marker: string, body: () => Promise<Record<st
 const every = (n: number, f: (s: { step: number }) => string) => (s: { step: number }) => {
   if (s.step === 1 || s.step % n === 0) log(`  ${f(s)}`);
 };
+
+// Stages 2–5 from a model the plain recipe trained (--from-model) ------------------------------
+if (args['from-model'] !== undefined && !existsSync(P('stage2', 'DONE'))) {
+  await seedFromModel(resolve(args['from-model'])).catch((e: unknown) => {
+    process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  });
+}
 
 // 1. Data ------------------------------------------------------------------------------------
 await stage('data', P('data', 'DONE'), async () => {
@@ -158,21 +174,13 @@ await stage('stage2', P('stage2', 'DONE'), async () => {
   if (ranBefore) await rm(P('stage2'), { recursive: true, force: true });
   // Each image's questions as one conversation, trained as independent turns: the system
   // prompt and the 64 image tokens once per image instead of once per question.
-  const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
-  await writeFile(P('data', 'train', 'qa-turns.json'), `${JSON.stringify(conversationsPerImage(qa))}\n`);
   const r = await train({
     stage: 'finetune', vision: P('clip'), decoder: P('decoder-lm'), projector: P('stage1', 'mm_projector.safetensors'),
-    data: P('data', 'train', 'qa-turns.json'), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('stage2'),
+    data: await conversationsData(), independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P('stage2'),
     batchSize: R.stage2.batchSize, maxSteps: R.stage2.steps, learningRate: R.stage2.learningRate, warmupRatio: 0.03,
     saveSteps: 250, saveTotalLimit: 1, resume: true, seed: R.stage2.seed, threads: THREADS,
   }, stepLog('stage2', R.stage2.steps, 100));
-  // Steps logged before a resume ran in an earlier invocation (older logs have no seconds: 0).
-  const resumedAt = r.resumedFrom === null ? 0 : Number(/checkpoint-(\d+)$/.exec(r.resumedFrom)?.[1] ?? 0);
-  const earlier = r.records.filter((x) => x.step <= resumedAt).reduce((t, x) => t + (x.seconds ?? 0), 0);
-  return {
-    steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)),
-    ...(earlier > 0 ? { seconds_before_resume: earlier } : {}),
-  };
+  return resumableResult(r);
 });
 
 // 6–7. Position drill from stage 2's model, then recovery (MICRO_POSITION_RECIPE only) -----
@@ -180,12 +188,30 @@ const D = R.positionDrill;
 let final = P('stage2');
 if (D) {
   await stage('drill', P('drill', 'DONE'), async () => {
-    await rm(P('drill'), { recursive: true, force: true });
+    // Each finished phase leaves its record; a run interrupted in the drill continues at the
+    // first phase without one (unless stage 2 just ran again).
+    if (ranBefore) await rm(P('drill'), { recursive: true, force: true });
     await mkdir(P('drill'), { recursive: true });
     const scenes = (JSON.parse(await readFile(P('data', 'train', 'scenes.json'), 'utf8')) as SceneRecord[]).slice(0, D.images);
     let from = P('stage2');
+    // A stage 2 trained with LLaVA's ids (--from-model): the variant's 2-D ids from here on.
+    if (R.decoder.rope2d && !(await readJson(join(from, 'decoder', 'config.json'))).rope_2d) {
+      from = P('drill', 'start');
+      await cp(P('stage2', 'decoder'), join(from, 'decoder'), { recursive: true });
+      await cp(P('stage2', 'mm_projector.safetensors'), join(from, 'mm_projector.safetensors'));
+      await writeFile(join(from, 'decoder', 'config.json'), `${JSON.stringify({ ...(await readJson(join(from, 'decoder', 'config.json'))), rope_2d: true }, null, 2)}\n`);
+      log('  drill: 2-D rotary ids for the image tokens from here on');
+    }
     const phases: Record<string, unknown>[] = [];
     for (const [i, phase] of D.phases.entries()) {
+      const done = P('drill', `${phase.name}.phase.json`);
+      if (existsSync(done)) {
+        phases.push(await readJson(done));
+        from = P('drill', phase.name);
+        log(`  drill ${phase.name}: done before, skipped`);
+        continue;
+      }
+      await rm(P('drill', phase.name), { recursive: true, force: true });
       const questions = positionQuestionEntries(scenes.filter((s) => s.shapes.length <= phase.maxShapes), D.seed + i, phase.questions);
       const data = P('drill', `${phase.name}.json`);
       await writeFile(data, `${JSON.stringify(questions)}\n`);
@@ -200,7 +226,9 @@ if (D) {
       });
       from = P('drill', phase.name);
       const last50 = mean(r.records.slice(-50).map((x) => x.loss));
-      phases.push({ name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: last50 });
+      const record = { name: phase.name, questions: questions.length, steps: r.steps, first_loss: r.records[0]?.loss, final_loss: last50, seconds: sum(r.records.map((x) => x.seconds ?? 0)) };
+      await writeFile(done, `${JSON.stringify(record)}\n`);
+      phases.push(record);
       log(`  drill ${phase.name}: ${r.steps} steps, mean loss of the last 50 ${last50.toFixed(4)}`);
     }
     return { phases };
@@ -211,8 +239,9 @@ if (D) {
     const name = i === 0 ? 'recover' : `recover-${i + 1}`;
     const from = final;
     await stage(name, P(name, 'DONE'), async () => {
-      await rm(P(name), { recursive: true, force: true });
-      let data = P('data', 'train', 'qa-turns.json');
+      // Resumable like stage 2 (checkpoints every 250 steps), unless a stage before just ran.
+      if (ranBefore) await rm(P(name), { recursive: true, force: true });
+      let data = await conversationsData();
       if (rc.images !== undefined) {
         // One conversation per image, in image order: the first N entries are the first N images.
         const all = JSON.parse(await readFile(data, 'utf8')) as LlavaEntry[];
@@ -223,9 +252,9 @@ if (D) {
         stage: 'finetune', vision: P('clip'), decoder: join(from, 'decoder'), projector: join(from, 'mm_projector.safetensors'),
         data, independentTurns: true, imageFolder: P('data', 'train', 'images'), output: P(name),
         batchSize: rc.batchSize, maxSteps: rc.steps, learningRate: rc.learningRate, warmupRatio: 0.03,
-        saveSteps: 0, seed: rc.seed, threads: THREADS,
+        saveSteps: 250, saveTotalLimit: 1, resume: true, seed: rc.seed, threads: THREADS,
       }, stepLog(name, rc.steps, 100));
-      return { steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)) };
+      return resumableResult(r);
     });
     final = P(name);
   }
@@ -277,6 +306,62 @@ await stage('ship', P('SHIPPED'), async () => {
 const total = Object.values(report.stages).reduce((a, s) => a + s.seconds, 0);
 log(`wall time: ${(total / 60).toFixed(1)} min (${Object.entries(report.stages).map(([k, v]) => `${k} ${v.seconds.toFixed(0)} s`).join(', ')})`);
 if (report.eval) log(`held-out accuracy ${(100 * report.eval.accuracy).toFixed(1)}% → ${OUT}`);
+
+/**
+ * Puts a shipped model's parts where stages 2–5 leave theirs (clip/, stage2/decoder,
+ * stage2/mm_projector.safetensors; fp16 as shipped, read as fp32 by the trainer) and takes
+ * those stages' report entries from its training.json.
+ */
+async function seedFromModel(dir: string): Promise<void> {
+  const shipped = JSON.parse(await readFile(join(dir, 'training.json'), 'utf8')) as { stages: Report['stages'] };
+  const config = await readJson(join(dir, 'config.json'));
+  if (config.rope_2d === true) throw new Error(`--from-model: ${dir} has 2-D rotary ids; it must come from the plain recipe`);
+  await rm(P('clip'), { recursive: true, force: true });
+  await cp(join(dir, 'clip'), P('clip'), { recursive: true });
+  await rm(P('stage2'), { recursive: true, force: true });
+  await mkdir(P('stage2', 'decoder'), { recursive: true });
+  for (const f of ['model.safetensors', 'tokenizer.model', 'tokenizer_config.json']) await cp(join(dir, f), P('stage2', 'decoder', f));
+  await cp(join(dir, 'mm_projector.safetensors'), P('stage2', 'mm_projector.safetensors'));
+  await writeFile(P('stage2', 'decoder', 'config.json'), `${JSON.stringify({ ...config, torch_dtype: 'float32' }, null, 2)}\n`);
+  for (const [name, marker] of [['clip', P('clip', 'DONE')], ['lm', P('decoder-lm', 'DONE')], ['stage1', P('stage1', 'DONE')], ['stage2', P('stage2', 'DONE')]] as const) {
+    const measured = shipped.stages[name];
+    if (measured === undefined) throw new Error(`--from-model: ${dir}/training.json has no '${name}' stage`);
+    report.stages[name] = { ...measured, from_model: dir };
+    await mkdir(join(marker, '..'), { recursive: true });
+    await writeFile(marker, `${measured.seconds}\n`);
+  }
+  await saveReport();
+  log(`[from-model] stages clip, lm, stage1 and stage2 from ${dir}`);
+}
+
+/** Stage 2's data: each image's questions as one conversation (written once, from qa.json). */
+async function conversationsData(): Promise<string> {
+  const file = P('data', 'train', 'qa-turns.json');
+  if (!existsSync(file)) {
+    const qa = JSON.parse(await readFile(P('data', 'train', 'qa.json'), 'utf8')) as LlavaEntry[];
+    await writeFile(`${file}.partial`, `${JSON.stringify(conversationsPerImage(qa))}\n`);
+    await rename(`${file}.partial`, file);
+  }
+  return file;
+}
+
+/** A resumable training stage's report entry; steps logged before a resume ran in an earlier invocation. */
+function resumableResult(r: TrainResult): Record<string, unknown> {
+  const resumedAt = r.resumedFrom === null ? 0 : Number(/checkpoint-(\d+)$/.exec(r.resumedFrom)?.[1] ?? 0);
+  const earlier = sum(r.records.filter((x) => x.step <= resumedAt).map((x) => x.seconds ?? 0));
+  return {
+    steps: r.steps, first_loss: r.records[0]?.loss, final_loss: mean(r.records.slice(-10).map((x) => x.loss)),
+    ...(earlier > 0 ? { seconds_before_resume: earlier } : {}),
+  };
+}
+
+async function readJson(file: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
 
 function mean(xs: readonly number[]): number {
   return xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
