@@ -30,7 +30,7 @@
  */
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -103,11 +103,15 @@ const every = (n: number, f: (s: { step: number }) => string) => (s: { step: num
 };
 
 // Stages 2–5 from a model the plain recipe trained (--from-model) ------------------------------
-if (args['from-model'] !== undefined && !existsSync(P('stage2', 'DONE'))) {
-  await seedFromModel(resolve(args['from-model'])).catch((e: unknown) => {
-    process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
-    process.exit(2);
-  });
+if (args['from-model'] !== undefined) {
+  if (existsSync(P('stage2', 'DONE'))) {
+    log(`[from-model] ${WORK} already holds stage 2's output (--fresh starts over), kept`);
+  } else {
+    await seedFromModel(resolve(args['from-model'])).catch((e: unknown) => {
+      process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(2);
+    });
+  }
 }
 
 // 1. Data ------------------------------------------------------------------------------------
@@ -203,10 +207,13 @@ if (D) {
       log('  drill: 2-D rotary ids for the image tokens from here on');
     }
     const phases: Record<string, unknown>[] = [];
+    let secondsBefore = 0; // the logged step seconds of phases an earlier run finished
     for (const [i, phase] of D.phases.entries()) {
       const done = P('drill', `${phase.name}.phase.json`);
       if (existsSync(done)) {
-        phases.push(await readJson(done));
+        const record = await readJson(done);
+        phases.push(record);
+        secondsBefore += typeof record.seconds === 'number' ? record.seconds : 0;
         from = P('drill', phase.name);
         log(`  drill ${phase.name}: done before, skipped`);
         continue;
@@ -231,7 +238,7 @@ if (D) {
       phases.push(record);
       log(`  drill ${phase.name}: ${r.steps} steps, mean loss of the last 50 ${last50.toFixed(4)}`);
     }
-    return { phases };
+    return { phases, ...(secondsBefore > 0 ? { seconds_before_resume: secondsBefore } : {}) };
   });
   // Stage names: recover, recover-2, …: a run interrupted after the first keeps it.
   final = P('drill', D.phases[D.phases.length - 1].name);
@@ -313,7 +320,8 @@ if (report.eval) log(`held-out accuracy ${(100 * report.eval.accuracy).toFixed(1
  * those stages' report entries from its training.json.
  */
 async function seedFromModel(dir: string): Promise<void> {
-  const shipped = JSON.parse(await readFile(join(dir, 'training.json'), 'utf8')) as { stages: Report['stages'] };
+  if (!existsSync(join(dir, 'training.json'))) throw new Error(`--from-model: ${dir} is not a model folder train:micro wrote (no training.json)`);
+  const shipped = (await readJson(join(dir, 'training.json'))) as unknown as { stages: Report['stages'] };
   const config = await readJson(join(dir, 'config.json'));
   if (config.rope_2d === true) throw new Error(`--from-model: ${dir} has 2-D rotary ids; it must come from the plain recipe`);
   await rm(P('clip'), { recursive: true, force: true });
@@ -327,7 +335,7 @@ async function seedFromModel(dir: string): Promise<void> {
     const measured = shipped.stages[name];
     if (measured === undefined) throw new Error(`--from-model: ${dir}/training.json has no '${name}' stage`);
     report.stages[name] = { ...measured, from_model: dir };
-    await mkdir(join(marker, '..'), { recursive: true });
+    await mkdir(dirname(marker), { recursive: true });
     await writeFile(marker, `${measured.seconds}\n`);
   }
   await saveReport();
@@ -364,5 +372,5 @@ function sum(xs: readonly number[]): number {
 }
 
 function mean(xs: readonly number[]): number {
-  return xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  return sum(xs) / Math.max(1, xs.length);
 }

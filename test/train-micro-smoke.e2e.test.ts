@@ -16,7 +16,7 @@ const errorLines = (stderr: string) => stderr.trim().split('\n').filter((l) => !
 const SHIPPED = join(ROOT, 'models', 'mobillama-v-micro');
 
 interface PositionEntry { image: string; conversations: { value: string }[] }
-interface Training { stages: Record<string, { seconds: number; from_model?: string; phases?: { name: string; questions: number }[] }>; recipe: { decoder: { rope2d?: boolean } } }
+interface Training { stages: Record<string, { seconds: number; seconds_before_resume?: number; from_model?: string; phases?: { name: string; questions: number; seconds: number }[] }>; recipe: { decoder: { rope2d?: boolean } } }
 
 const dirs: string[] = [];
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }); });
@@ -64,7 +64,11 @@ describe('scripts/train-micro.ts --smoke', () => {
     expect(again.code, again.stderr).toBe(0);
     for (const p of ['left-right-2', 'left-right', 'above-below-2']) expect(again.stderr).toContain(`drill ${p}: done before, skipped`);
     expect(again.stderr).toContain('drill either-or step 1/1');
-    expect((await readJson<Training>(join(out, 'training.json'))).stages.drill.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'either-or', 'both']);
+    const resumed = (await readJson<Training>(join(out, 'training.json'))).stages.drill;
+    expect(resumed.phases!.map((p) => p.name)).toEqual(['left-right-2', 'left-right', 'above-below-2', 'either-or', 'both']);
+    // The stage's time counts the phases the first run finished.
+    expect(resumed.seconds_before_resume).toBeCloseTo(resumed.phases!.slice(0, 3).reduce((t, p) => t + p.seconds, 0), 9);
+    expect(resumed.seconds).toBeGreaterThan(resumed.seconds_before_resume!);
   }, 240_000);
 
   it('--position-drill --from-model: the drill starts from the shipped model, with 2-D rotary ids from there on', async () => {
@@ -95,6 +99,10 @@ describe('scripts/train-micro.ts --smoke', () => {
     expect(errorLines(drilled.stderr).at(-1)).toMatch(/^error: --from-model: .* has 2-D rotary ids; it must come from the plain recipe$/);
     const missing = await trainMicro(['--smoke', '--position-drill', '--from-model', join(dir, 'nowhere'), '--work', join(dir, 'bad3')]);
     expect(missing.code).toBe(2);
-    expect(errorLines(missing.stderr).at(-1)).toMatch(/^error: .*nowhere/);
+    expect(errorLines(missing.stderr)).toEqual([`error: --from-model: ${join(dir, 'nowhere')} is not a model folder train:micro wrote (no training.json)`]);
+    // A work folder that already holds stage 2's output keeps it.
+    const kept = await trainMicro(['--smoke', '--position-drill', '--from-model', join(dir, 'nowhere'), '--work', work, '--out', out, '--threads', '1']);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stderr).toContain(`[from-model] ${work} already holds stage 2's output (--fresh starts over), kept`);
   }, 240_000);
 });
